@@ -1,0 +1,189 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
+
+// KernelVXLANConfig describes a kernel vxlan device set up the way
+// flannel's vxlan backend sets one up.
+type KernelVXLANConfig struct {
+	VNI     uint32           // default 1
+	Port    uint16           // default 8472, the Linux default flannel keeps
+	VtepMAC net.HardwareAddr // default random, locally administered, unicast
+	Subnet  netip.Prefix     // required, IPv4: the host's lease, e.g. 172.16.99.0/24
+	// MTU of the vxlan device itself. Default underlay MTU - 50; flannel
+	// takes the underlay's MTU as its "MTU" and subtracts the 50 itself.
+	MTU int
+}
+
+// KernelVXLAN is a host's flannel.<VNI> device.
+type KernelVXLAN struct {
+	Dev     string // flannel.<VNI>
+	VNI     uint32
+	Port    uint16
+	VtepMAC net.HardwareAddr
+	Subnet  netip.Prefix
+	MTU     int
+	Host    *Host
+}
+
+// KernelVXLAN creates flannel.<VNI> in the host, as flannel's vxlan backend
+// does when it starts: a vxlan device bound to eth0 and the host's
+// underlay address, learning off (flannel programs every entry itself),
+// IPv6 router advertisements ignored, the address <subnet>.0/32 (a /32 so
+// that no connected or broadcast route appears; it is the source address
+// for traffic from the host into the overlay), up.
+//
+// It adds no routes: flannel routes each peer's subnet on its own (AddPeer),
+// and the host's own subnet is routed by the address on cni0.
+func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
+	if c.VNI == 0 {
+		c.VNI = 1
+	}
+	if c.VNI > 1<<24-1 {
+		return nil, fmt.Errorf("kernel vxlan: VNI %d: want 1..16777215", c.VNI)
+	}
+	if c.Port == 0 {
+		c.Port = 8472
+	}
+	if !c.Subnet.IsValid() || !c.Subnet.Addr().Is4() {
+		return nil, fmt.Errorf("kernel vxlan: subnet %s: want an IPv4 prefix (flannel makes flannel-v6.<VNI> for IPv6)", c.Subnet)
+	}
+	c.Subnet = c.Subnet.Masked()
+	if c.MTU == 0 {
+		c.MTU = h.lab.opts.MTU - 50
+	}
+	if c.MTU < 68 || c.MTU > 65535 {
+		return nil, fmt.Errorf("kernel vxlan: MTU %d: want 68..65535", c.MTU)
+	}
+	if c.VtepMAC == nil {
+		mac, err := randomMAC()
+		if err != nil {
+			return nil, fmt.Errorf("kernel vxlan: %w", err)
+		}
+		c.VtepMAC = mac
+	}
+	if len(c.VtepMAC) != 6 || c.VtepMAC[0]&1 != 0 {
+		return nil, fmt.Errorf("kernel vxlan: VTEP MAC %s: want a 6-byte unicast MAC", c.VtepMAC)
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.vxlans[c.VNI]; ok {
+		return nil, fmt.Errorf("kernel vxlan: VNI %d exists on %s", c.VNI, h.Name)
+	}
+	k := &KernelVXLAN{
+		Dev:     "flannel." + strconv.FormatUint(uint64(c.VNI), 10),
+		VNI:     c.VNI,
+		Port:    c.Port,
+		VtepMAC: c.VtepMAC,
+		Subnet:  c.Subnet,
+		MTU:     c.MTU,
+		Host:    h,
+	}
+	r := h.lab.r
+	err := r.all(
+		[]string{"ip", "-n", h.NS, "link", "add", k.Dev,
+			"address", k.VtepMAC.String(), "mtu", strconv.Itoa(k.MTU),
+			"type", "vxlan", "id", strconv.FormatUint(uint64(k.VNI), 10),
+			"local", h.Underlay.String(), "dev", UnderlayDev,
+			"dstport", strconv.Itoa(int(k.Port)), "nolearning"},
+	)
+	if err != nil {
+		return nil, fmt.Errorf("kernel vxlan on %s: %w", h.Name, err)
+	}
+	if ipv6Enabled() {
+		// sysctl spells the "." in an interface name as "/". Flannel
+		// ignores a failure here too.
+		_ = r.all(sysctlCmd(h.NS, "net.ipv6.conf.flannel/"+strconv.FormatUint(uint64(k.VNI), 10)+".accept_ra=0"))
+	}
+	err = r.all(
+		[]string{"ip", "-n", h.NS, "addr", "add", k.Subnet.Addr().String() + "/32", "dev", k.Dev},
+		[]string{"ip", "-n", h.NS, "link", "set", k.Dev, "up"},
+	)
+	if err != nil {
+		_, derr := r.run(context.Background(), "ip", "-n", h.NS, "link", "del", k.Dev)
+		return nil, errors.Join(fmt.Errorf("kernel vxlan on %s: %w", h.Name, err), derr)
+	}
+	h.vxlans[k.VNI] = k
+	return k, nil
+}
+
+// AddPeer programs a peer's lease the way flannel does when the lease
+// appears, in flannel's order:
+//
+//	ip neigh replace <subnet>.0 lladdr <vtepMAC> dev flannel.1 nud permanent
+//	bridge fdb replace <vtepMAC> dev flannel.1 dst <publicIP> self permanent
+//	ip route replace <subnet> via <subnet>.0 dev flannel.1 onlink
+//
+// The route comes last: with it in place but no neighbour entry yet, the
+// kernel would ARP for <subnet>.0 on a device nobody answers on. Calling
+// it again for the same peer changes nothing.
+func (k *KernelVXLAN) AddPeer(subnet netip.Prefix, publicIP netip.Addr, vtepMAC net.HardwareAddr) error {
+	cmds, err := k.peerCmds("replace", subnet, publicIP, vtepMAC)
+	if err != nil {
+		return err
+	}
+	if err := k.Host.lab.r.all(cmds...); err != nil {
+		return fmt.Errorf("add peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
+}
+
+// RemovePeer undoes AddPeer, as flannel does when a lease goes: it tries
+// all three deletions and reports every one that failed.
+func (k *KernelVXLAN) RemovePeer(subnet netip.Prefix, publicIP netip.Addr, vtepMAC net.HardwareAddr) error {
+	cmds, err := k.peerCmds("del", subnet, publicIP, vtepMAC)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cmds {
+		if _, err := k.Host.lab.r.run(context.Background(), c[0], c[1:]...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
+}
+
+func (k *KernelVXLAN) peerCmds(op string, subnet netip.Prefix, publicIP netip.Addr, vtepMAC net.HardwareAddr) ([][]string, error) {
+	if !subnet.IsValid() || !subnet.Addr().Is4() {
+		return nil, fmt.Errorf("peer subnet %s: want an IPv4 prefix", subnet)
+	}
+	if !publicIP.IsValid() {
+		return nil, fmt.Errorf("peer %s: no public IP", subnet)
+	}
+	if len(vtepMAC) != 6 {
+		return nil, fmt.Errorf("peer %s: VTEP MAC %s: want 6 bytes", subnet, vtepMAC)
+	}
+	subnet = subnet.Masked()
+	ns, gw, mac := k.Host.NS, subnet.Addr().String(), vtepMAC.String()
+	neigh := []string{"ip", "-n", ns, "neigh", op, gw, "lladdr", mac, "dev", k.Dev, "nud", "permanent"}
+	fdb := []string{"bridge", "-n", ns, "fdb", op, mac, "dev", k.Dev, "dst", publicIP.String(), "self", "permanent"}
+	route := []string{"ip", "-n", ns, "route", op, subnet.String(), "via", gw, "dev", k.Dev, "onlink"}
+	if op == "del" {
+		neigh = []string{"ip", "-n", ns, "neigh", "del", gw, "dev", k.Dev}
+		fdb = []string{"bridge", "-n", ns, "fdb", "del", mac, "dev", k.Dev, "dst", publicIP.String(), "self"}
+	}
+	return [][]string{neigh, fdb, route}, nil
+}
+
+// randomMAC returns a locally administered unicast MAC, the kind flannel
+// makes for a VTEP.
+func randomMAC() (net.HardwareAddr, error) {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, fmt.Errorf("random MAC: %w", err)
+	}
+	mac[0] = mac[0]&^1 | 2
+	return mac, nil
+}

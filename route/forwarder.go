@@ -1,0 +1,245 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"vxrouter/encap"
+	"vxrouter/tunnel"
+)
+
+// Headroom is the space the forwarder leaves in front of every packet read
+// from the TUN device, so the VXLAN header is written in place.
+const Headroom = encap.HeaderLen
+
+// maxDatagram bounds one datagram read from the underlay.
+const maxDatagram = 65535
+
+// Forwarder moves packets between one TUN device and one underlay socket.
+type Forwarder struct {
+	Counters
+
+	dev   tunnel.Device
+	ul    tunnel.Underlay
+	table *Table
+	dec   encap.Decoder
+	log   *slog.Logger
+}
+
+// NewForwarder returns a forwarder between dev and ul that routes with
+// table and accepts datagrams that dec accepts. Run starts it.
+func NewForwarder(dev tunnel.Device, ul tunnel.Underlay, table *Table, dec encap.Decoder, log *slog.Logger) *Forwarder {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Forwarder{dev: dev, ul: ul, table: table, dec: dec, log: log}
+}
+
+// Run forwards in both directions until ctx ends or one side fails for
+// good. When ctx ends it closes the device and the underlay, which unblocks
+// both loops; Run returns nil then. Run takes ownership of dev and ul.
+func (f *Forwarder) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var closeOnce sync.Once
+	closeBoth := func() {
+		closeOnce.Do(func() {
+			f.dev.Close()
+			f.ul.Close()
+		})
+	}
+	go func() {
+		<-ctx.Done()
+		closeBoth()
+	}()
+
+	errc := make(chan error, 2)
+	go func() { errc <- f.tunToUnderlay(ctx) }()
+	go func() { errc <- f.underlayToTUN(ctx) }()
+	err := <-errc
+	cancel() // stop the other loop
+	closeBoth()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	return err
+}
+
+// closed reports whether err means the device or socket was closed, which
+// is how the loops learn of shutdown.
+func closed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
+}
+
+// readFailed decides what a failed read means: shutdown (stop quietly), or
+// a passing error (count, pause briefly so a broken device cannot spin a
+// core, go on).
+func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (stop bool) {
+	if ctx.Err() != nil || closed(err) {
+		return true
+	}
+	if n := f.ReadErrors.Add(1); n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th... error
+		f.log.Warn("read failed", "side", side, "err", err, "count", n)
+	}
+	select {
+	case <-ctx.Done():
+		return true
+	case <-time.After(10 * time.Millisecond):
+		return false
+	}
+}
+
+// tunToUnderlay reads IP packets from the TUN device, encapsulates each for
+// the peer owning its destination and sends them to the peers in batches.
+func (f *Forwarder) tunToUnderlay(ctx context.Context) error {
+	batch := max(f.dev.BatchSize(), 1)
+	mtu, err := f.dev.MTU()
+	if err != nil || mtu <= 0 {
+		mtu = maxDatagram - Headroom
+	}
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+mtu)
+	}
+	sizes := make([]int, batch)
+	out := make([][]byte, 0, batch)
+	to := make([]netip.AddrPort, 0, batch)
+
+	for {
+		n, err := f.dev.Read(bufs, sizes, Headroom)
+		if err != nil && n == 0 {
+			if f.readFailed(ctx, "tun", err) {
+				return nil
+			}
+			continue
+		}
+		out, to = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0])
+		if len(out) == 0 {
+			continue
+		}
+		sent, err := f.ul.Write(out, to)
+		var bytes uint64
+		for _, b := range out[:sent] {
+			bytes += uint64(len(b))
+		}
+		f.TxPackets.Add(uint64(sent))
+		f.TxBytes.Add(bytes)
+		if err != nil {
+			if closed(err) {
+				return nil
+			}
+			f.SendErrors.Add(uint64(len(out) - sent))
+		}
+	}
+}
+
+// encapBatch encapsulates each packet in place and appends the frames and
+// their destinations to out and to.
+func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort) ([][]byte, []netip.AddrPort) {
+	for i, buf := range bufs {
+		pkt := buf[Headroom : Headroom+sizes[i]]
+		dst, r := destination(pkt)
+		if r != encap.OK {
+			f.Encap[r].Add(1)
+			continue
+		}
+		p := f.table.Lookup(dst)
+		if p == nil {
+			f.NoRoute.Add(1)
+			continue
+		}
+		frame, r := p.Header.Encap(buf, Headroom, sizes[i])
+		if r != encap.OK {
+			f.Encap[r].Add(1)
+			continue
+		}
+		out = append(out, frame)
+		to = append(to, p.Addr)
+	}
+	return out, to
+}
+
+// destination reads an IP packet's destination address.
+func destination(pkt []byte) (netip.Addr, encap.Reason) {
+	if len(pkt) == 0 {
+		return netip.Addr{}, encap.Short
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		if len(pkt) < 20 {
+			return netip.Addr{}, encap.BadInner
+		}
+		return netip.AddrFrom4([4]byte(pkt[16:20])), encap.OK
+	case 6:
+		if len(pkt) < 40 {
+			return netip.Addr{}, encap.BadInner
+		}
+		return netip.AddrFrom16([16]byte(pkt[24:40])), encap.OK
+	}
+	return netip.Addr{}, encap.UnknownEtherType
+}
+
+// underlayToTUN reads datagrams from the underlay, checks and decapsulates
+// each, and writes the inner packets to the TUN device in batches.
+func (f *Forwarder) underlayToTUN(ctx context.Context) error {
+	batch := max(f.ul.BatchSize(), 1)
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, maxDatagram)
+	}
+	sizes := make([]int, batch)
+	from := make([]netip.AddrPort, batch)
+	out := make([][]byte, 0, batch)
+
+	for {
+		n, err := f.ul.Read(bufs, sizes, from)
+		if err != nil && n == 0 {
+			if f.readFailed(ctx, "underlay", err) {
+				return nil
+			}
+			continue
+		}
+		out = f.decapBatch(bufs[:n], sizes[:n], from[:n], out[:0])
+		if len(out) == 0 {
+			continue
+		}
+		written, err := f.dev.Write(out, encap.HeaderLen)
+		var bytes uint64
+		for _, b := range out[:written] {
+			bytes += uint64(len(b) - encap.HeaderLen)
+		}
+		f.RxPackets.Add(uint64(written))
+		f.RxBytes.Add(bytes)
+		if err != nil {
+			if closed(err) {
+				return nil
+			}
+			f.WriteErrors.Add(uint64(len(out) - written))
+		}
+	}
+}
+
+// decapBatch validates each datagram and appends, for each good one, the
+// buffer up to the end of its inner packet: the inner packet starts at
+// encap.HeaderLen, where the TUN write begins.
+func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort, out [][]byte) [][]byte {
+	for i, buf := range bufs {
+		if !f.table.KnownSender(from[i].Addr()) {
+			f.UnknownSender.Add(1)
+			continue
+		}
+		inner, r := f.dec.Decap(buf[:sizes[i]])
+		if r != encap.OK {
+			f.Decap[r].Add(1)
+			continue
+		}
+		out = append(out, buf[:encap.HeaderLen+len(inner)])
+	}
+	return out
+}

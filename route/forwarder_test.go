@@ -1,0 +1,311 @@
+package route
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"vxrouter/encap"
+	"vxrouter/tunnel/tunneltest"
+)
+
+// ipv4UDP builds an IPv4/UDP packet from src to dst with payload.
+func ipv4UDP(t testing.TB, src, dst string, payload []byte) []byte {
+	t.Helper()
+	ip := &layers.IPv4{
+		Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: net.ParseIP(src).To4(), DstIP: net.ParseIP(dst).To4(),
+	}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 7}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// ipv6UDP builds an IPv6/UDP packet.
+func ipv6UDP(t testing.TB, src, dst string, payload []byte) []byte {
+	t.Helper()
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP,
+		SrcIP: net.ParseIP(src), DstIP: net.ParseIP(dst)}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 7}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// pair is two nodes, A (172.16.99.0/24 at 10.0.0.1) and B (172.16.57.0/24
+// at 10.0.0.2), joined by an in-memory underlay, each forwarding.
+type pair struct {
+	net          *tunneltest.Network
+	devA, devB   *tunneltest.Device
+	fwdA, fwdB   *Forwarder
+	tableA       *Table
+	addrA, addrB netip.AddrPort
+}
+
+func newPair(t *testing.T, batch int) *pair {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	p := &pair{
+		net:   tunneltest.NewNetwork(),
+		devA:  tunneltest.NewDevice("vxrA", 1450, batch),
+		devB:  tunneltest.NewDevice("vxrB", 1450, batch),
+		addrA: netip.MustParseAddrPort("10.0.0.1:8472"),
+		addrB: netip.MustParseAddrPort("10.0.0.2:8472"),
+	}
+	ulA := p.net.Listen(p.addrA, batch)
+	ulB := p.net.Listen(p.addrB, batch)
+	tA, _ := NewTable(1, macA)
+	tB, _ := NewTable(1, macB)
+	tA.Set(netip.MustParsePrefix("172.16.57.0/24"), p.addrB, macB)
+	tA.Set(netip.MustParsePrefix("fd00:57::/64"), p.addrB, macB)
+	tB.Set(netip.MustParsePrefix("172.16.99.0/24"), p.addrA, macA)
+	decA, _ := encap.NewDecoder(1, macA)
+	decB, _ := encap.NewDecoder(1, macB)
+	p.tableA = tA
+	p.fwdA = NewForwarder(p.devA, ulA, tA, decA, nil)
+	p.fwdB = NewForwarder(p.devB, ulB, tB, decB, nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 2)
+	go func() { errc <- p.fwdA.Run(ctx) }()
+	go func() { errc <- p.fwdB.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for i := 0; i < 2; i++ {
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not return after cancel")
+			}
+		}
+		// Every goroutine the forwarders started must be gone.
+		deadline := time.Now().Add(2 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			t.Errorf("%d goroutines leaked", n-before)
+		}
+	})
+	return p
+}
+
+func receive(t *testing.T, ch <-chan []byte) []byte {
+	t.Helper()
+	select {
+	case pkt := <-ch:
+		return pkt
+	case <-time.After(5 * time.Second):
+		t.Fatal("no packet arrived")
+		return nil
+	}
+}
+
+func expectNothing(t *testing.T, ch <-chan []byte) {
+	t.Helper()
+	select {
+	case pkt := <-ch:
+		t.Fatalf("unexpected packet % x", pkt)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestForwarderCarriesPacketsBothWays(t *testing.T) {
+	for _, batch := range []int{1, 32} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			p := newPair(t, batch)
+			there := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("hello B"))
+			p.devA.Inject(there)
+			if got := receive(t, p.devB.Written()); !bytes.Equal(got, there) {
+				t.Fatalf("B's TUN got\n% x\nwant\n% x", got, there)
+			}
+			back := ipv4UDP(t, "172.16.57.15", "172.16.99.8", bytes.Repeat([]byte{0xab}, 1400))
+			p.devB.Inject(back)
+			if got := receive(t, p.devA.Written()); !bytes.Equal(got, back) {
+				t.Fatalf("A's TUN got a different packet back (%d bytes, want %d)", len(got), len(back))
+			}
+			six := ipv6UDP(t, "fd00:99::8", "fd00:57::15", []byte("hello over v6"))
+			p.devA.Inject(six)
+			if got := receive(t, p.devB.Written()); !bytes.Equal(got, six) {
+				t.Fatalf("IPv6 packet changed on the way:\n% x\nwant\n% x", got, six)
+			}
+			// Many at once, in order (one flow must not be reordered).
+			var want [][]byte
+			for i := 0; i < 100; i++ {
+				pkt := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte(fmt.Sprintf("packet %03d", i)))
+				want = append(want, pkt)
+				p.devA.Inject(pkt)
+			}
+			for i, w := range want {
+				if got := receive(t, p.devB.Written()); !bytes.Equal(got, w) {
+					t.Fatalf("packet %d: got %q, want %q", i, got[28:], w[28:])
+				}
+			}
+			if tx := p.fwdA.TxPackets.Load(); tx != 102 {
+				t.Errorf("A tx-packets = %d, want 102", tx)
+			}
+			if rx := p.fwdB.RxPackets.Load(); rx != 102 {
+				t.Errorf("B rx-packets = %d, want 102", rx)
+			}
+			if d := p.fwdA.Drops() + p.fwdB.Drops(); d != 0 {
+				t.Errorf("drops = %d (%v %v), want 0", d, p.fwdA.Snapshot(), p.fwdB.Snapshot())
+			}
+		})
+	}
+}
+
+func TestForwarderDropsAndCounts(t *testing.T) {
+	p := newPair(t, 8)
+	wait := func(what string, f func() uint64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for f() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s was never counted; A %v, B %v", what, p.fwdA.Snapshot(), p.fwdB.Snapshot())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// No lease covers 172.16.3.3.
+	p.devA.Inject(ipv4UDP(t, "172.16.99.8", "172.16.3.3", []byte("x")))
+	wait("no-route", p.fwdA.NoRoute.Load)
+	// Not an IP packet at all.
+	p.devA.Inject([]byte{0x00, 0x01, 0x02})
+	wait("encap unknown-ethertype", p.fwdA.Encap[encap.UnknownEtherType].Load)
+
+	// A stranger sends B a well-formed VXLAN datagram.
+	stranger := p.net.Listen(netip.MustParseAddrPort("10.0.0.66:8472"), 1)
+	defer stranger.Close()
+	h, _ := encap.NewHeader(1, macC, macB)
+	frame := append(h[:], ipv4UDP(t, "172.16.3.3", "172.16.57.15", []byte("x"))...)
+	frame[8+12], frame[8+13] = 0x08, 0x00
+	if _, err := stranger.Write([][]byte{frame}, []netip.AddrPort{p.addrB}); err != nil {
+		t.Fatal(err)
+	}
+	wait("unknown-sender", p.fwdB.UnknownSender.Load)
+
+	// A known sender with the wrong VNI.
+	ulA2 := p.net.Listen(netip.MustParseAddrPort("10.0.0.1:9999"), 1) // same IP as A: known
+	defer ulA2.Close()
+	bad, _ := encap.NewHeader(2, macA, macB)
+	frame = append(bad[:], ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("x"))...)
+	if _, err := ulA2.Write([][]byte{frame}, []netip.AddrPort{p.addrB}); err != nil {
+		t.Fatal(err)
+	}
+	wait("decap foreign-vni", p.fwdB.Decap[encap.ForeignVNI].Load)
+	expectNothing(t, p.devB.Written())
+
+	// The loops went on: a good packet still crosses.
+	good := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("still here"))
+	p.devA.Inject(good)
+	if got := receive(t, p.devB.Written()); !bytes.Equal(got, good) {
+		t.Fatal("good packet after drops did not cross intact")
+	}
+
+	// A removed peer's route goes away.
+	p.tableA.Delete(netip.MustParsePrefix("172.16.57.0/24"))
+	before := p.fwdA.NoRoute.Load()
+	p.devA.Inject(good)
+	wait("no-route after delete", func() uint64 { return p.fwdA.NoRoute.Load() - before })
+	expectNothing(t, p.devB.Written())
+}
+
+// TestBatchesDoNotAllocate checks the per-packet work of both loops.
+func TestBatchesDoNotAllocate(t *testing.T) {
+	tb := mustTable(t)
+	tb.Set(netip.MustParsePrefix("172.16.57.0/24"), netip.MustParseAddrPort("10.0.0.2:8472"), macB)
+	tb.Set(netip.MustParsePrefix("172.16.99.0/24"), netip.MustParseAddrPort("10.0.0.1:8472"), macA)
+	dec, _ := encap.NewDecoder(1, macB)
+	f := NewForwarder(nil, nil, tb, dec, nil)
+	const batch = 64
+	pkt := ipv4UDP(t, "172.16.99.8", "172.16.57.15", make([]byte, 1400))
+	bufs, sizes, from := make([][]byte, batch), make([]int, batch), make([]netip.AddrPort, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+len(pkt))
+		sizes[i] = len(pkt)
+		from[i] = netip.MustParseAddrPort("10.0.0.1:8472")
+	}
+	out := make([][]byte, 0, batch)
+	to := make([]netip.AddrPort, 0, batch)
+	run := func() {
+		for i := range bufs {
+			copy(bufs[i][Headroom:], pkt)
+		}
+		out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+		for i := range out {
+			sizes[i] = len(out[i])
+		}
+		out = f.decapBatch(bufs, sizes, from, out[:0])
+		for i := range sizes {
+			sizes[i] = len(pkt)
+		}
+	}
+	run()
+	if len(out) != batch {
+		t.Fatalf("%d of %d packets survived encap+decap: %v", len(out), batch, f.Snapshot())
+	}
+	if n := testing.AllocsPerRun(100, run); n != 0 {
+		t.Errorf("encap+decap of a batch allocates %.1f times, want 0", n)
+	}
+}
+
+// BenchmarkForwarderBatch measures the per-packet work of both loops
+// (lookup, encap in place, sender check, decap) at several batch sizes,
+// without I/O.
+func BenchmarkForwarderBatch(b *testing.B) {
+	for _, batch := range []int{1, 32, 128} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			tb := mustTable(b)
+			tb.Set(netip.MustParsePrefix("172.16.57.0/24"), netip.MustParseAddrPort("10.0.0.2:8472"), macB)
+			tb.Set(netip.MustParsePrefix("172.16.99.0/24"), netip.MustParseAddrPort("10.0.0.1:8472"), macA)
+			dec, _ := encap.NewDecoder(1, macB)
+			f := NewForwarder(nil, nil, tb, dec, nil)
+			pkt := ipv4UDP(b, "172.16.99.8", "172.16.57.15", make([]byte, 1400))
+			bufs, sizes, from := make([][]byte, batch), make([]int, batch), make([]netip.AddrPort, batch)
+			for i := range bufs {
+				bufs[i] = make([]byte, Headroom+len(pkt))
+				copy(bufs[i][Headroom:], pkt)
+				from[i] = netip.MustParseAddrPort("10.0.0.1:8472")
+			}
+			out := make([][]byte, 0, batch)
+			to := make([]netip.AddrPort, 0, batch)
+			b.SetBytes(int64(batch * len(pkt)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for j := range sizes {
+					sizes[j] = len(pkt)
+				}
+				out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+				for j := range out {
+					sizes[j] = len(out[j])
+				}
+				out = f.decapBatch(bufs, sizes, from, out[:0])
+				if len(out) != batch {
+					b.Fatal("packets dropped")
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,166 @@
+package route
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"vxrouter/encap"
+)
+
+// Peer is another node of the overlay, as its lease describes it.
+type Peer struct {
+	Subnet netip.Prefix     // the overlay subnet the peer owns
+	Addr   netip.AddrPort   // where its VXLAN datagrams go (PublicIP:port)
+	VTEP   net.HardwareAddr // its VTEP MAC: the inner Ethernet destination
+	Header encap.Header     // built once from VNI, our VTEP MAC and VTEP
+}
+
+// snapshot is immutable once published.
+type snapshot struct {
+	peers   map[netip.Prefix]*Peer
+	lens4   []int // prefix lengths present among IPv4 subnets, longest first
+	lens6   []int
+	senders map[netip.Addr]int // underlay address -> number of subnets behind it
+}
+
+// Table is the routing table. Lookup and KnownSender are safe for
+// concurrent use with each other and with Set and Delete.
+type Table struct {
+	vni   uint32
+	local net.HardwareAddr
+
+	mu   sync.Mutex // serialises writers
+	snap atomic.Pointer[snapshot]
+}
+
+// NewTable returns an empty table for a node whose VTEP MAC is local, in
+// the overlay with the given VNI.
+func NewTable(vni uint32, local net.HardwareAddr) (*Table, error) {
+	// Validate once here, so Set only fails on the peer's own data.
+	if _, err := encap.NewHeader(vni, local, local); err != nil {
+		return nil, fmt.Errorf("route table: %w", err)
+	}
+	t := &Table{vni: vni, local: slices.Clone(local)}
+	t.snap.Store(&snapshot{peers: map[netip.Prefix]*Peer{}, senders: map[netip.Addr]int{}})
+	return t, nil
+}
+
+// Set adds the peer owning subnet, or replaces what the table knew of it.
+func (t *Table) Set(subnet netip.Prefix, addr netip.AddrPort, vtep net.HardwareAddr) error {
+	if !subnet.IsValid() || subnet != subnet.Masked() {
+		return fmt.Errorf("route: subnet %s is not a masked prefix", subnet)
+	}
+	if !addr.IsValid() || addr.Port() == 0 {
+		return fmt.Errorf("route: peer %s: underlay address %s is not valid", subnet, addr)
+	}
+	h, err := encap.NewHeader(t.vni, t.local, vtep)
+	if err != nil {
+		return fmt.Errorf("route: peer %s: %w", subnet, err)
+	}
+	p := &Peer{Subnet: subnet, Addr: unmapPort(addr), VTEP: slices.Clone(vtep), Header: h}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.snap.Load()
+	peers := make(map[netip.Prefix]*Peer, len(old.peers)+1)
+	for k, v := range old.peers {
+		peers[k] = v
+	}
+	peers[subnet] = p
+	t.snap.Store(build(peers))
+	return nil
+}
+
+// Delete removes the peer owning subnet and reports whether there was one.
+func (t *Table) Delete(subnet netip.Prefix) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.snap.Load()
+	if _, ok := old.peers[subnet]; !ok {
+		return false
+	}
+	peers := make(map[netip.Prefix]*Peer, len(old.peers))
+	for k, v := range old.peers {
+		if k != subnet {
+			peers[k] = v
+		}
+	}
+	t.snap.Store(build(peers))
+	return true
+}
+
+func build(peers map[netip.Prefix]*Peer) *snapshot {
+	s := &snapshot{peers: peers, senders: make(map[netip.Addr]int, len(peers))}
+	seen := map[int]bool{}
+	for pfx, p := range peers {
+		s.senders[p.Addr.Addr()]++
+		key := pfx.Bits()
+		if pfx.Addr().Is6() {
+			key = -key - 1
+		}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if pfx.Addr().Is4() {
+			s.lens4 = append(s.lens4, pfx.Bits())
+		} else {
+			s.lens6 = append(s.lens6, pfx.Bits())
+		}
+	}
+	desc := func(a, b int) int { return cmp.Compare(b, a) }
+	slices.SortFunc(s.lens4, desc)
+	slices.SortFunc(s.lens6, desc)
+	return s
+}
+
+// Lookup returns the peer whose subnet holds dst (longest prefix wins), or
+// nil. The Peer must not be modified.
+func (t *Table) Lookup(dst netip.Addr) *Peer {
+	s := t.snap.Load()
+	lens := s.lens4
+	if dst.Is6() {
+		lens = s.lens6
+	}
+	for _, bits := range lens {
+		pfx, _ := dst.Prefix(bits) // bits is valid for dst's family by construction
+		if p, ok := s.peers[pfx]; ok {
+			return p
+		}
+	}
+	return nil
+}
+
+// KnownSender reports whether addr is the underlay address of some peer.
+func (t *Table) KnownSender(addr netip.Addr) bool {
+	_, ok := t.snap.Load().senders[addr.Unmap()]
+	return ok
+}
+
+// Peers returns a copy of every peer, sorted by subnet.
+func (t *Table) Peers() []Peer {
+	s := t.snap.Load()
+	out := make([]Peer, 0, len(s.peers))
+	for _, p := range s.peers {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Peer) int {
+		if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Subnet.Bits(), b.Subnet.Bits())
+	})
+	return out
+}
+
+// Len returns the number of peers.
+func (t *Table) Len() int { return len(t.snap.Load().peers) }
+
+func unmapPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

@@ -1,0 +1,102 @@
+// Package tunnel does the I/O at both ends of the overlay's tunnel: the TUN
+// device, where the overlay's bare IP packets go in and out of the kernel,
+// and the UDP underlay socket, where their VXLAN-wrapped datagrams go to
+// and come from the other nodes. It knows nothing of VXLAN, routes or
+// leases; it moves bytes, in batches, without allocating per packet.
+//
+// # What it owns
+//
+//   - [Device]: a TUN device read and written in batches of IP packets.
+//     [OpenWater] opens one with github.com/songgao/water (IFF_TUN|IFF_NO_PI,
+//     one packet per syscall).
+//   - [Underlay]: a UDP socket read and written in batches of datagrams.
+//     [ListenUDP] opens one that uses recvmmsg and sendmmsg, up to
+//     [MaxBatch] datagrams per syscall.
+//   - [ErrClosed]: how both report that they were closed.
+//
+// In-memory fakes of both, for tests of the code that drives them, live in
+// package tunnel/tunneltest.
+//
+// # The batching contract
+//
+// A forwarding loop allocates, once, BatchSize() buffers, a sizes slice and
+// (for the underlay) an address slice, and passes them to every Read:
+//
+//	bufs := make([][]byte, dev.BatchSize())
+//	for i := range bufs {
+//		bufs[i] = make([]byte, headroom+mtu)
+//	}
+//	sizes := make([]int, len(bufs))
+//	for {
+//		n, err := dev.Read(bufs, sizes, headroom)
+//		// packet i is bufs[i][headroom : headroom+sizes[i]]
+//	}
+//
+// Device.Read leaves offset bytes free in front of each packet, so the
+// caller writes the 22-byte VXLAN and inner Ethernet header there and sends
+// bufs[i][:headroom+sizes[i]] without copying the packet. Device.Write takes
+// the same offset the other way: the decapsulated datagram's buffer goes in
+// whole, and only bufs[i][offset:] reaches the kernel.
+//
+// A Read blocks until at least one packet is there and returns as many as
+// are ready, up to len(bufs) and BatchSize(); it never waits to fill a
+// batch, so a batch costs no latency. A Write tries every packet: one that
+// the kernel refuses is skipped and the first error returned with the
+// count of those that went, so one bad packet or unreachable peer does not
+// cost the rest of its batch.
+//
+// # Shutdown and errors
+//
+// Close unblocks a pending Read; from then on Read and Write return an
+// error e with errors.Is(e, ErrClosed). ErrClosed is net.ErrClosed, for
+// devices as well as sockets (the water device's errors match os.ErrClosed
+// too), so a loop needs one check to tell shutdown from a passing error.
+// Every other error names the operation and the device or socket and wraps
+// the cause, so errors.Is(err, unix.EMSGSIZE) and the like work.
+//
+// # Concurrency
+//
+// One goroutine may Read while another Writes: that is how the forwarder
+// uses a Device and an Underlay, one loop in each direction. [UDP] keeps
+// one set of preallocated message headers per direction, guarded by a
+// mutex, so two concurrent Reads (or Writes) are safe but take turns. Other
+// Device implementations need not support concurrent Reads at all. Close
+// may be called at any time, from any goroutine, more than once.
+//
+// # Allocations
+//
+// UDP.Read calls recvmmsg directly and parses the source addresses out of
+// preallocated sockaddr buffers: no allocation. UDP.Write goes through
+// golang.org/x/net's WriteBatch with preallocated messages and reused
+// *net.UDPAddr values: no allocation. The water device reads and writes an
+// *os.File: no allocation. Errors allocate.
+//
+// # Network namespaces
+//
+// A TUN device and a socket belong to the network namespace of the thread
+// that created them, for good. The water device also opens, next to the
+// device, the socket it asks the MTU through, so MTU keeps working from
+// any goroutine.
+//
+// # Debugging
+//
+// The TUN device, its flags and MTU (look for "tun type tun pi off"):
+//
+//	ip -d link show vxr0
+//	ip -s link show vxr0          # rx/tx counters; "dropped" counts packets the kernel refused
+//	cat /sys/class/net/vxr0/tun_flags   # 0x1001 = IFF_TUN|IFF_NO_PI
+//
+// The underlay socket, the process that owns it, and its buffers and drops
+// (skmem rb = receive buffer, d = datagrams dropped because it was full):
+//
+//	ss -uanp 'sport = :8472'
+//	ss -uanpm 'sport = :8472'
+//	nstat -az UdpRcvbufErrors UdpSndbufErrors UdpInErrors
+//
+// Without CAP_NET_ADMIN the socket buffers are capped by
+// net.core.rmem_max and wmem_max (sysctl); raise them if UdpRcvbufErrors
+// grows. To watch the traffic itself, capture on either end:
+//
+//	tcpdump -ni vxr0
+//	tcpdump -ni eth0 udp port 8472
+package tunnel

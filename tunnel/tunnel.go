@@ -1,0 +1,98 @@
+package tunnel
+
+import (
+	"net"
+	"net/netip"
+)
+
+// ErrClosed is what every Device and Underlay in this package (and in
+// tunneltest) reports once it has been closed: after Close, Read and Write
+// return an error e with errors.Is(e, ErrClosed). It is net.ErrClosed itself,
+// so code that already checks errors.Is(err, net.ErrClosed) needs nothing
+// more. Errors from the water device also match os.ErrClosed, which is what
+// the *os.File underneath reports.
+var ErrClosed = net.ErrClosed
+
+// MaxBatch is the most packets one call moves: the length of the message
+// arrays behind recvmmsg/sendmmsg, and the batch size the forwarding loops
+// are sized for. 128 is where wireguard-go settled too: larger batches gain
+// little throughput and add latency to the first packet of a batch.
+const MaxBatch = 128
+
+// Device is a TUN device seen as batches of bare IP packets (no packet
+// information header, no Ethernet header).
+//
+// One goroutine may Read while another Writes. Concurrent Reads, or
+// concurrent Writes, are not supported by every implementation; the
+// forwarder never makes them.
+type Device interface {
+	// Read reads one or more IP packets from the device, blocking until at
+	// least one is there. The i-th packet is written to bufs[i][offset:] and
+	// its length stored in sizes[i]; Read returns how many packets it read,
+	// at most min(len(bufs), BatchSize()). len(sizes) must be >= len(bufs).
+	//
+	// offset is headroom: bytes left untouched in front of each packet so a
+	// caller can write an encapsulation header there without moving the
+	// packet. Each bufs[i] must have room for offset plus the device's MTU;
+	// a longer packet is truncated to the buffer.
+	//
+	// n > 0 means sizes[:n] are valid even when err != nil. After Close, or
+	// when Close is called during a pending Read, Read returns 0 and an error
+	// matching ErrClosed.
+	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
+
+	// Write writes each bufs[i][offset:] to the device as one IP packet and
+	// returns how many it wrote. A packet the kernel refuses (an empty one,
+	// or one that is not IPv4 or IPv6: EINVAL) does not stop the others: Write
+	// goes on with the rest and returns the first error. After Close it
+	// returns an error matching ErrClosed at once.
+	Write(bufs [][]byte, offset int) (int, error)
+
+	// BatchSize is the most packets one Read returns, and the batch size a
+	// caller should allocate buffers for. It never changes. The water
+	// backend reads one packet per syscall: 1.
+	BatchSize() int
+
+	// MTU asks the kernel for the device's current MTU (ip link set mtu
+	// changes it under a running device).
+	MTU() (int, error)
+
+	// Name is the device's name in the kernel, e.g. "vxr0".
+	Name() string
+
+	// Close closes the device. It unblocks a pending Read, which then
+	// returns an error matching ErrClosed. The first call reports any error
+	// closing; later calls do nothing and return nil.
+	Close() error
+}
+
+// Underlay is a UDP socket to the other nodes, read and written in batches.
+//
+// One goroutine may Read while another Writes.
+type Underlay interface {
+	// Read reads up to len(bufs) datagrams (at most BatchSize()), blocking
+	// until at least one is there: datagram i is bufs[i][:sizes[i]], sent
+	// from from[i]. len(sizes) and len(from) must be >= len(bufs). A datagram
+	// longer than its buffer is truncated, as with net.UDPConn.ReadFrom.
+	// After Close, or when Close is called during a pending Read, Read
+	// returns 0 and an error matching ErrClosed.
+	Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error)
+
+	// Write sends bufs[i] to to[i] as one datagram, for every i, in as few
+	// syscalls as it can; len(to) must be >= len(bufs). A datagram the
+	// kernel refuses (too big, no route, wrong address family) does not stop
+	// the others. Write returns how many datagrams the kernel accepted and
+	// the first error. As with any UDP socket, accepted is not delivered.
+	Write(bufs [][]byte, to []netip.AddrPort) (int, error)
+
+	// BatchSize is the most datagrams one Read returns. It never changes.
+	BatchSize() int
+
+	// LocalAddr is the address the socket is bound to, with the port the
+	// kernel picked if it was asked for port 0.
+	LocalAddr() netip.AddrPort
+
+	// Close closes the socket. It unblocks a pending Read, which then
+	// returns an error matching ErrClosed. Later calls return nil.
+	Close() error
+}

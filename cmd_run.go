@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vxrouter/lease"
+	"vxrouter/node"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "run this host's node: take a subnet lease, bring up the TUN device, forward",
+		Description: "run takes a subnet lease from etcd (flannel's layout), creates and configures\n" +
+			"the TUN device, writes subnet.env, learns every other node's lease and forwards\n" +
+			"overlay traffic as VXLAN over UDP until SIGINT or SIGTERM. Needs root (or\n" +
+			"CAP_NET_ADMIN). The lease stays in etcd on exit, so a restart keeps the subnet.",
+		Flags: []cli.Flag{
+			logLevelFlag(),
+			&cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", Usage: "comma-separated etcd endpoints", EnvVars: []string{"VXROUTER_ETCD_ENDPOINTS"}},
+			&cli.StringFlag{Name: "etcd-prefix", Value: lease.DefaultPrefix, Usage: "etcd prefix of the overlay's config and subnets", EnvVars: []string{"VXROUTER_ETCD_PREFIX"}},
+			&cli.StringFlag{Name: "iface", Usage: "underlay interface, by name or address (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
+			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the interface's first IPv4)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
+			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
+			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
+			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
+			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg, err := nodeConfig(c)
+			if err != nil {
+				return err
+			}
+			cfg.Log = log
+			n, err := node.Start(c.Context, cfg)
+			if err != nil {
+				return err
+			}
+			return n.Run(c.Context)
+		},
+	}
+}
+
+// nodeConfig turns run's flags into a node.Config, checking each.
+func nodeConfig(c *cli.Context) (node.Config, error) {
+	cfg := node.Config{
+		EtcdPrefix: c.String("etcd-prefix"),
+		Iface:      c.String("iface"),
+		SubnetFile: c.String("subnet-file"),
+		StateDir:   c.String("state-dir"),
+		TunName:    c.String("tun-name"),
+		LeaseTTL:   c.Duration("lease-ttl"),
+	}
+	eps, err := splitEndpoints(c.String("etcd-endpoints"))
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Etcd = clientv3.Config{Endpoints: eps}
+	if s := c.String("public-ip"); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !ip.Is4() {
+			return cfg, fmt.Errorf("--public-ip %q: want an IPv4 address", s)
+		}
+		cfg.PublicIP = ip
+	}
+	if !strings.HasPrefix(cfg.EtcdPrefix, "/") {
+		return cfg, fmt.Errorf("--etcd-prefix %q: must start with /", cfg.EtcdPrefix)
+	}
+	cfg.EtcdPrefix = strings.TrimRight(cfg.EtcdPrefix, "/")
+	if cfg.LeaseTTL < 10*1e9 {
+		return cfg, fmt.Errorf("--lease-ttl %s: must be at least 10s", cfg.LeaseTTL)
+	}
+	if len(cfg.TunName) == 0 || len(cfg.TunName) > 15 {
+		return cfg, fmt.Errorf("--tun-name %q: must be 1 to 15 characters", cfg.TunName)
+	}
+	return cfg, nil
+}
+
+// splitEndpoints parses a comma-separated list of etcd endpoints.
+func splitEndpoints(s string) ([]string, error) {
+	var eps []string
+	for _, e := range strings.Split(s, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		if !strings.Contains(e, "://") {
+			return nil, fmt.Errorf("--etcd-endpoints: %q needs a scheme (http://, https:// or unix://)", e)
+		}
+		eps = append(eps, e)
+	}
+	if len(eps) == 0 {
+		return nil, fmt.Errorf("--etcd-endpoints: no endpoint in %q", s)
+	}
+	return eps, nil
+}

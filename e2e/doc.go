@@ -1,0 +1,12 @@
+// Package e2e holds vxrouter's end-to-end tests: real vxrouter processes,
+// real TUN devices, veth pairs, bridges and the kernel's own vxlan devices
+// in network namespaces, and a real (embedded) etcd.
+//
+// The tests need root and skip without it. Each builds the vxrouter binary
+// once, gives every lab a prefix of its own, and removes its namespaces,
+// processes and files when it ends, also when it fails. Run them alone with
+//
+//	go test -count=1 -v ./e2e/
+//
+// A failing test prints the logs of the vxrouter nodes it ran.
+package e2e

@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vxrouter/lab"
+	"vxrouter/lease"
+)
+
+// binary is the vxrouter built for these tests, or "" when not root.
+var binary string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "vxrouter-e2e-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		binary = filepath.Join(dir, "vxrouter")
+		out, err := exec.Command("go", "build", "-o", binary, "vxrouter").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build vxrouter: %v\n%s", err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// overlay is one test's world: an embedded etcd with the overlay's config,
+// and a lab to put hosts in.
+type overlay struct {
+	t      *testing.T
+	ctx    context.Context
+	dir    string
+	etcd   *lease.Embedded
+	cli    *clientv3.Client
+	reg    *lease.Registry
+	cfg    *lease.Config
+	lab    *lab.Lab
+	nodes  []*lab.Node
+	log    *slog.Logger
+	prefix string
+}
+
+func newOverlay(t *testing.T, configJSON string) *overlay {
+	t.Helper()
+	if binary == "" {
+		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	o := &overlay{t: t, ctx: ctx, dir: t.TempDir(), log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+
+	var err error
+	if err := os.MkdirAll(filepath.Join(o.dir, "etcd"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if o.etcd, err = lease.StartEmbedded(filepath.Join(o.dir, "etcd")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.etcd.Close() })
+	if o.cli, err = o.etcd.Client(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.cli.Close() })
+	o.reg = lease.NewRegistry(o.cli, lease.DefaultPrefix, o.log)
+	if o.cfg, err = lease.ParseConfig([]byte(configJSON)); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.reg.SetConfig(ctx, o.cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	o.prefix = "vxe" + randHex(2)
+	if o.lab, err = lab.New(lab.Options{Prefix: o.prefix, Log: o.log}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Nodes first (their logs help a failed test), then the namespaces.
+		for _, n := range o.nodes {
+			if err := n.Stop(10 * time.Second); err != nil {
+				t.Errorf("stop %s: %v", n.Host.Name, err)
+			}
+			if t.Failed() {
+				t.Logf("--- log of %s\n%s", n.Host.Name, n.Log())
+			}
+		}
+		if err := o.lab.Close(); err != nil {
+			t.Errorf("lab close: %v", err)
+		}
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		if containsPrefix(string(out), o.prefix) {
+			t.Errorf("namespaces left behind:\n%s", out)
+		}
+	})
+	return o
+}
+
+// host adds a host to the lab.
+func (o *overlay) host(name string) *lab.Host {
+	o.t.Helper()
+	h, err := o.lab.AddHost(name)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return h
+}
+
+// start starts a vxrouter node on h with its state in the test's
+// directory under the host's name, and waits for its subnet.
+func (o *overlay) start(h *lab.Host, args ...string) (*lab.Node, lease.SubnetEnv) {
+	o.t.Helper()
+	n, err := h.StartVXRouter(lab.NodeOptions{
+		Binary: binary,
+		Etcd:   o.etcd.UnixEndpoint(),
+		Dir:    filepath.Join(o.dir, h.Name),
+		Args:   append([]string{"--log-level", "debug"}, args...),
+	})
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	o.nodes = append(o.nodes, n)
+	ctx, cancel := context.WithTimeout(o.ctx, 30*time.Second)
+	defer cancel()
+	env, err := n.WaitSubnet(ctx)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return n, env
+}
+
+// stop stops n and forgets it.
+func (o *overlay) stop(n *lab.Node) {
+	o.t.Helper()
+	if err := n.Stop(10 * time.Second); err != nil {
+		o.t.Fatalf("stop %s: %v", n.Host.Name, err)
+	}
+	for i, m := range o.nodes {
+		if m == n {
+			o.nodes = append(o.nodes[:i], o.nodes[i+1:]...)
+			break
+		}
+	}
+}
+
+// pod adds a pod to h in subnet.
+func (o *overlay) pod(h *lab.Host, subnet netip.Prefix) *lab.Pod {
+	o.t.Helper()
+	p, err := h.AddPod("pod", subnet)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return p
+}
+
+// mustPing checks that from reaches to: it waits for the first answer
+// (a node learns a new peer within moments), then wants 3 of 3.
+func (o *overlay) mustPing(from, to *lab.Pod) {
+	o.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := from.Ping(o.ctx, to.Addr, 1)
+		if err == nil && res.Received == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			o.t.Fatalf("%s (%s) never reached %s (%s): %v\n%s", from.NS, from.Addr, to.NS, to.Addr, err, res.Output)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res, err := from.Ping(o.ctx, to.Addr, 3)
+	if err != nil || res.Received != 3 {
+		o.t.Fatalf("%s -> %s: %d/3 replies: %v\n%s", from.Addr, to.Addr, res.Received, err, res.Output)
+	}
+	o.t.Logf("%s -> %s: 3/3 replies, avg %s", from.Addr, to.Addr, res.RTTAvg)
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func containsPrefix(list, prefix string) bool {
+	for _, f := range strings.Fields(list) {
+		if strings.HasPrefix(f, prefix+"-") {
+			return true
+		}
+	}
+	return false
+}
+
+// testWriter sends log lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func mustMAC(t *testing.T, s string) net.HardwareAddr {
+	t.Helper()
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"vxrouter/lab"
+	"vxrouter/lease"
+)
+
+// flannelNode runs a node the way flannel's vxlan backend does: the
+// kernel's vxlan device, programmed per peer lease with a route, a
+// permanent neighbour entry and an FDB entry. It returns the node's lease.
+func (o *overlay) flannelNode(h *lab.Host, vtep string) lease.Lease {
+	o.t.Helper()
+	attrs := lease.Attrs{PublicIP: h.Underlay, BackendType: "vxlan", VNI: o.cfg.Backend.VNI, VtepMAC: mustMAC(o.t, vtep)}
+	own, err := o.reg.Acquire(o.ctx, o.cfg, attrs, netip.Prefix{}, time.Hour)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	kv, err := h.KernelVXLAN(lab.KernelVXLANConfig{
+		VNI:     uint32(o.cfg.Backend.VNI),
+		Port:    uint16(o.cfg.Backend.Port),
+		VtepMAC: attrs.VtepMAC,
+		Subnet:  own.Subnet,
+		MTU:     1450,
+	})
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(o.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		o.reg.Watch(ctx, func(ev lease.Event) {
+			l := ev.Lease
+			if l.Subnet == own.Subnet {
+				return
+			}
+			var err error
+			if ev.Type == lease.Added {
+				err = kv.AddPeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
+			} else {
+				err = kv.RemovePeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
+			}
+			if err != nil && ctx.Err() == nil {
+				o.t.Errorf("flannel node %s: program peer %s: %v", h.Name, l.Subnet, err)
+			}
+		})
+	}()
+	o.t.Cleanup(func() { cancel(); wg.Wait() })
+	return *own
+}
+
+// TestKernelVXLANInterop: a vxrouter node and a node using the kernel's
+// vxlan driver, programmed as flannel programs it, share one etcd and one
+// overlay; their pods ping each other both ways.
+func TestKernelVXLANInterop(t *testing.T) {
+	o := newOverlay(t, network16)
+	hv, hk := o.host("vx"), o.host("kv")
+	_, envV := o.start(hv)
+	kl := o.flannelNode(hk, "d6:51:2e:80:5c:69")
+	if kl.Subnet == envV.Subnet.Masked() {
+		t.Fatalf("both nodes hold %s", kl.Subnet)
+	}
+	pv, pk := o.pod(hv, envV.Subnet.Masked()), o.pod(hk, kl.Subnet)
+	o.mustPing(pv, pk)
+	o.mustPing(pk, pv)
+}

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"vxrouter/lab"
+	"vxrouter/lease"
+)
+
+const network16 = `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
+
+// TestThreeNodes: three vxrouter nodes on one etcd take distinct subnets,
+// write flannel-shaped subnet.env files and lease values, and every pod
+// reaches every other pod.
+func TestThreeNodes(t *testing.T) {
+	o := newOverlay(t, network16)
+	type member struct {
+		host *lab.Host
+		node *lab.Node
+		env  lease.SubnetEnv
+		pod  *lab.Pod
+	}
+	var ms []member
+	for i := 1; i <= 3; i++ {
+		h := o.host(fmt.Sprintf("n%d", i))
+		n, env := o.start(h)
+		ms = append(ms, member{host: h, node: n, env: env})
+	}
+
+	seen := map[netip.Prefix]string{}
+	for i := range ms {
+		m := &ms[i]
+		subnet := m.env.Subnet.Masked()
+		if prev, dup := seen[subnet]; dup {
+			t.Fatalf("%s and %s both hold %s", prev, m.host.Name, subnet)
+		}
+		seen[subnet] = m.host.Name
+		if subnet.Bits() != 24 || !o.cfg.Network.Contains(subnet.Addr()) {
+			t.Errorf("%s: subnet %s is not a /24 of %s", m.host.Name, subnet, o.cfg.Network)
+		}
+
+		// subnet.env, byte for byte as flannel writes it.
+		raw, err := os.ReadFile(m.node.SubnetFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("FLANNEL_NETWORK=172.16.0.0/16\nFLANNEL_SUBNET=%s/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n", subnet.Addr().Next())
+		if string(raw) != want {
+			t.Errorf("%s subnet.env:\n%s\nwant:\n%s", m.host.Name, raw, want)
+		}
+
+		// The lease value, byte for byte as flannel writes it.
+		mac, err := os.ReadFile(filepath.Join(m.node.Dir, "vtep-mac"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := lease.DefaultPrefix + "/subnets/" + strings.Replace(subnet.String(), "/", "-", 1)
+		resp, err := o.cli.Get(o.ctx, key)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("get %s: %v (%d keys)", key, err, len(resp.Kvs))
+		}
+		wantValue := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}`,
+			m.host.Underlay, strings.TrimSpace(string(mac)))
+		if got := string(resp.Kvs[0].Value); got != wantValue {
+			t.Errorf("%s = %s\nwant %s", key, got, wantValue)
+		}
+		if resp.Kvs[0].Lease == 0 {
+			t.Errorf("%s is not attached to an etcd lease", key)
+		}
+		if !regexp.MustCompile(`^([0-9a-f][26ae])(:[0-9a-f]{2}){5}$`).MatchString(strings.TrimSpace(string(mac))) {
+			t.Errorf("VTEP MAC %s is not locally administered unicast", mac)
+		}
+
+		m.pod = o.pod(m.host, subnet)
+	}
+
+	for _, a := range ms {
+		for _, b := range ms {
+			if a.pod != b.pod {
+				o.mustPing(a.pod, b.pod)
+			}
+		}
+	}
+}
+
+// TestRestartKeepsSubnetAndVTEP: a node that restarts, even without its
+// subnet.env, gets the same subnet and VTEP MAC back, and its peer reaches
+// it again.
+func TestRestartKeepsSubnetAndVTEP(t *testing.T) {
+	o := newOverlay(t, network16)
+	h1, h2 := o.host("r1"), o.host("r2")
+	n1, env1 := o.start(h1)
+	_, env2 := o.start(h2)
+	p1, p2 := o.pod(h1, env1.Subnet.Masked()), o.pod(h2, env2.Subnet.Masked())
+	o.mustPing(p2, p1)
+
+	mac1, err := os.ReadFile(filepath.Join(n1.Dir, "vtep-mac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.stop(n1)
+	if err := os.Remove(n1.SubnetFile); err != nil {
+		t.Fatal(err)
+	}
+	n1b, env1b := o.start(h1)
+	if env1b.Subnet != env1.Subnet {
+		t.Fatalf("after restart subnet %s, want %s", env1b.Subnet, env1.Subnet)
+	}
+	mac1b, err := os.ReadFile(filepath.Join(n1b.Dir, "vtep-mac"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(mac1b) != string(mac1) {
+		t.Fatalf("after restart VTEP MAC %s, want %s", mac1b, mac1)
+	}
+	leases, _, err := o.reg.Leases(o.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 2 {
+		t.Errorf("%d leases after restart, want 2: %+v", len(leases), leases)
+	}
+	o.mustPing(p2, p1)
+	o.mustPing(p1, p2)
+}

@@ -1,0 +1,128 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"vxrouter/lease"
+)
+
+// NodeOptions say how to start a vxrouter node in a host.
+type NodeOptions struct {
+	Binary string   // the vxrouter binary
+	Etcd   string   // an etcd endpoint reachable from the host's namespace (unix:// works from any)
+	Dir    string   // the node's state directory; subnet.env and the log go in it too
+	Args   []string // more flags for `vxrouter run`
+}
+
+// Node is a vxrouter process running in a host's namespace.
+type Node struct {
+	Host       *Host
+	Dir        string
+	SubnetFile string
+	LogFile    string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // set before done closes
+	once sync.Once
+}
+
+// StartVXRouter starts `vxrouter run` in the host's namespace, with the
+// host's eth0 as underlay, and returns at once; WaitSubnet tells when it
+// is up.
+func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		Host:       h,
+		Dir:        o.Dir,
+		SubnetFile: filepath.Join(o.Dir, "subnet.env"),
+		LogFile:    filepath.Join(o.Dir, "vxrouter.log"),
+		done:       make(chan struct{}),
+	}
+	logf, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"netns", "exec", h.NS, o.Binary, "run",
+		"--etcd-endpoints", o.Etcd,
+		"--iface", "eth0",
+		"--state-dir", o.Dir,
+		"--subnet-file", n.SubnetFile,
+	}
+	args = append(args, o.Args...)
+	n.cmd = exec.Command("ip", args...)
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start vxrouter in %s: %w", h.NS, err)
+	}
+	go func() {
+		n.err = n.cmd.Wait()
+		logf.Close()
+		close(n.done)
+	}()
+	return n, nil
+}
+
+// Pid is the node's process id.
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// WaitSubnet waits until the node has written its subnet.env, and returns
+// it. It fails early, with the node's log, if the process exits.
+func (n *Node) WaitSubnet(ctx context.Context) (lease.SubnetEnv, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if env, err := lease.ReadSubnetEnv(n.SubnetFile); err == nil {
+			return env, nil
+		}
+		select {
+		case <-ctx.Done():
+			return lease.SubnetEnv{}, fmt.Errorf("node %s wrote no subnet.env: %w\n%s", n.Host.Name, ctx.Err(), n.Log())
+		case <-n.done:
+			return lease.SubnetEnv{}, fmt.Errorf("node %s exited (%v):\n%s", n.Host.Name, n.err, n.Log())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop sends SIGTERM, as Ctrl-C or a service manager would, and waits for
+// the node to exit; after timeout it kills it. It returns the exit error,
+// nil for a clean exit.
+func (n *Node) Stop(timeout time.Duration) error {
+	n.once.Do(func() {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+	})
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		n.cmd.Process.Kill()
+		<-n.done
+		return fmt.Errorf("node %s did not stop within %s after SIGTERM; killed", n.Host.Name, timeout)
+	}
+	var ee *exec.ExitError
+	if errors.As(n.err, &ee) {
+		return fmt.Errorf("node %s exited: %w\n%s", n.Host.Name, n.err, n.Log())
+	}
+	return n.err
+}
+
+// Log returns the node's log so far.
+func (n *Node) Log() string {
+	b, _ := os.ReadFile(n.LogFile)
+	return string(bytes.TrimSpace(b))
+}

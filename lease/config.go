@@ -1,0 +1,286 @@
+package lease
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+const (
+	// DefaultPrefix is flannel's default etcd prefix.
+	DefaultPrefix = "/coreos.com/network"
+	// DefaultTTL is flannel's lease TTL.
+	DefaultTTL = 24 * time.Hour
+
+	// DefaultVNI and DefaultPort are what flannel's vxlan backend uses when
+	// the config leaves them out (8472 is the Linux kernel's default port).
+	DefaultVNI  = 1
+	DefaultPort = 8472
+
+	maxVNI = 1<<24 - 1
+	minMTU = 68 // the smallest MTU IPv4 allows (RFC 791)
+)
+
+// Backend is the "Backend" object of flannel's config.
+type Backend struct {
+	Type string // "vxlan"
+	VNI  int    // default 1
+	Port int    // default 8472
+	MTU  int    // 0 = derive from underlay
+}
+
+// Config is flannel's network config, stored at <prefix>/config.
+type Config struct {
+	Network   netip.Prefix
+	SubnetLen int        // default 24, or Network.Bits()+2 for networks smaller than /22
+	SubnetMin netip.Addr // default: second subnet
+	SubnetMax netip.Addr // default: last subnet
+	Backend   Backend
+}
+
+// configJSON mirrors flannel's field names. Pointers tell "absent" from
+// zero, because flannel's defaults apply only to absent fields (an explicit
+// "VNI":0 is VNI 0). Fields flannel has and vxrouter does not use
+// (EnableIPv6, IPv6Network, Backend.GBP, ...) are ignored by encoding/json.
+type configJSON struct {
+	EnableIPv4 *bool
+	Network    *string
+	SubnetLen  *int
+	SubnetMin  *string
+	SubnetMax  *string
+	Backend    *backendJSON
+}
+
+type backendJSON struct {
+	Type *string
+	VNI  *int
+	Port *int
+	MTU  *int
+}
+
+// ParseConfig parses flannel's <prefix>/config JSON, fills flannel's
+// defaults and validates the result. Errors start with "config:" and say
+// what to change.
+func ParseConfig(b []byte) (*Config, error) {
+	var j configJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("config: not valid flannel config JSON: %w", err)
+	}
+	if j.EnableIPv4 != nil && !*j.EnableIPv4 {
+		return nil, errors.New(`config: EnableIPv4 is false, but vxrouter carries flannel's IPv4 Network only; remove "EnableIPv4":false`)
+	}
+	c := &Config{}
+
+	if j.Network == nil || *j.Network == "" {
+		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
+	}
+	network, err := netip.ParsePrefix(*j.Network)
+	if err != nil {
+		return nil, fmt.Errorf(`config: Network %q is not a CIDR (want e.g. "172.16.0.0/16")`, *j.Network)
+	}
+	if !network.Addr().Is4() {
+		return nil, fmt.Errorf("config: Network %q is not IPv4 (vxrouter carries flannel's IPv4 Network only)", *j.Network)
+	}
+	// flannel parses Network with net.ParseCIDR, which drops host bits; do
+	// the same so a config flannel accepts is accepted here.
+	c.Network = network.Masked()
+	bits := c.Network.Bits()
+
+	switch {
+	case j.SubnetLen == nil || *j.SubnetLen == 0:
+		// flannel's rule: a /24 per node when the network holds at least
+		// four of them, otherwise a quarter of the network.
+		switch {
+		case bits > 28:
+			return nil, fmt.Errorf("config: Network %s is too small: it must be /28 or larger to hold four subnets", c.Network)
+		case bits <= 22:
+			c.SubnetLen = 24
+		default:
+			c.SubnetLen = bits + 2
+		}
+	case *j.SubnetLen < 0:
+		return nil, fmt.Errorf("config: SubnetLen %d is negative (leave it out for the default)", *j.SubnetLen)
+	case *j.SubnetLen > 30:
+		return nil, fmt.Errorf("config: SubnetLen %d is longer than 30: each subnet needs room for a bridge and hosts", *j.SubnetLen)
+	case *j.SubnetLen < bits+2:
+		return nil, fmt.Errorf("config: SubnetLen %d is too short for Network %s: it must be at least %d so the network holds four subnets", *j.SubnetLen, c.Network, bits+2)
+	default:
+		c.SubnetLen = *j.SubnetLen
+	}
+
+	size := subnetSize(c.SubnetLen)
+	first := u32(c.Network.Addr())
+	last := first + uint32(uint64(1)<<(32-bits)-1)
+	c.SubnetMin = addr4(first + size)
+	c.SubnetMax = addr4(last - size + 1)
+	if c.SubnetMin, err = c.bound("SubnetMin", j.SubnetMin, c.SubnetMin); err != nil {
+		return nil, err
+	}
+	if c.SubnetMax, err = c.bound("SubnetMax", j.SubnetMax, c.SubnetMax); err != nil {
+		return nil, err
+	}
+	if c.SubnetMin.Compare(c.SubnetMax) > 0 {
+		return nil, fmt.Errorf("config: SubnetMin %s is above SubnetMax %s", c.SubnetMin, c.SubnetMax)
+	}
+
+	if j.Backend == nil {
+		return nil, errors.New(`config: Backend is missing: flannel would default to "udp", which vxrouter does not support; add "Backend":{"Type":"vxlan"}`)
+	}
+	be := j.Backend
+	switch {
+	case be.Type == nil || *be.Type == "":
+		return nil, errors.New(`config: Backend.Type is missing (want "vxlan")`)
+	case !strings.EqualFold(*be.Type, "vxlan"):
+		return nil, fmt.Errorf(`config: Backend.Type %q is not supported by vxrouter (want "vxlan")`, *be.Type)
+	}
+	c.Backend.Type = "vxlan"
+	c.Backend.VNI = DefaultVNI
+	if be.VNI != nil {
+		if *be.VNI < 0 || *be.VNI > maxVNI {
+			return nil, fmt.Errorf("config: Backend.VNI %d is out of range 0..%d", *be.VNI, maxVNI)
+		}
+		c.Backend.VNI = *be.VNI
+	}
+	// flannel passes Port 0 to the kernel, which then uses 8472.
+	c.Backend.Port = DefaultPort
+	if be.Port != nil && *be.Port != 0 {
+		if *be.Port < 1 || *be.Port > 65535 {
+			return nil, fmt.Errorf("config: Backend.Port %d is out of range 1..65535", *be.Port)
+		}
+		c.Backend.Port = *be.Port
+	}
+	if be.MTU != nil && *be.MTU != 0 {
+		if *be.MTU < minMTU || *be.MTU > 65535 {
+			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535 (leave it out or 0 to derive it from the underlay)", *be.MTU, minMTU)
+		}
+		c.Backend.MTU = *be.MTU
+	}
+	return c, nil
+}
+
+// bound parses SubnetMin or SubnetMax. Absent, empty and "0.0.0.0" mean
+// the default, as in flannel (whose zero IP means unset).
+func (c *Config) bound(name string, s *string, def netip.Addr) (netip.Addr, error) {
+	if s == nil || *s == "" {
+		return def, nil
+	}
+	a, err := netip.ParseAddr(*s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, fmt.Errorf("config: %s %q is not an IPv4 address", name, *s)
+	}
+	if a.IsUnspecified() {
+		return def, nil
+	}
+	if !c.Network.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("config: %s %s is outside Network %s", name, a, c.Network)
+	}
+	if m := netip.PrefixFrom(a, c.SubnetLen).Masked().Addr(); m != a {
+		return netip.Addr{}, fmt.Errorf("config: %s %s is not on a /%d boundary (did you mean %s?)", name, a, c.SubnetLen, m)
+	}
+	return a, nil
+}
+
+// DefaultConfig returns the config flannel would derive from just a
+// Network and the vxlan backend.
+func DefaultConfig(network netip.Prefix) (*Config, error) {
+	if !network.IsValid() {
+		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
+	}
+	b, err := json.Marshal(map[string]any{"Network": network.String(), "Backend": map[string]string{"Type": "vxlan"}})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// Validate checks c as ParseConfig would check its JSON form.
+func (c *Config) Validate() error {
+	b, err := c.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	_, err = ParseConfig(b)
+	return err
+}
+
+// MarshalJSON writes flannel's shape:
+// {"Network":"172.16.0.0/16","SubnetLen":24,"SubnetMin":"172.16.1.0","SubnetMax":"172.16.255.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}.
+// Zero SubnetLen, Port and MTU and invalid SubnetMin/SubnetMax are left
+// out, so readers apply their defaults; VNI is always written because 0 is
+// a valid VNI.
+func (c *Config) MarshalJSON() ([]byte, error) {
+	if !c.Network.IsValid() {
+		return nil, errors.New("config: Network is not set")
+	}
+	type backendOut struct {
+		Type string
+		VNI  int
+		Port int `json:",omitempty"`
+		MTU  int `json:",omitempty"`
+	}
+	out := struct {
+		Network   string
+		SubnetLen int    `json:",omitempty"`
+		SubnetMin string `json:",omitempty"`
+		SubnetMax string `json:",omitempty"`
+		Backend   backendOut
+	}{
+		Network:   c.Network.String(),
+		SubnetLen: c.SubnetLen,
+		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU},
+	}
+	if c.SubnetMin.IsValid() {
+		out.SubnetMin = c.SubnetMin.String()
+	}
+	if c.SubnetMax.IsValid() {
+		out.SubnetMax = c.SubnetMax.String()
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON is ParseConfig.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	p, err := ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	*c = *p
+	return nil
+}
+
+// Contains reports whether subnet is one c hands out: IPv4, SubnetLen long,
+// aligned, and within SubnetMin..SubnetMax.
+func (c *Config) Contains(subnet netip.Prefix) bool {
+	if !subnet.IsValid() || !subnet.Addr().Is4() || subnet.Bits() != c.SubnetLen || subnet.Masked() != subnet {
+		return false
+	}
+	a := subnet.Addr()
+	return c.SubnetMin.Compare(a) <= 0 && a.Compare(c.SubnetMax) <= 0
+}
+
+// count is the number of subnets in SubnetMin..SubnetMax.
+func (c *Config) count() uint64 {
+	return uint64(u32(c.SubnetMax)-u32(c.SubnetMin))/uint64(subnetSize(c.SubnetLen)) + 1
+}
+
+// subnetAt is the i-th subnet counting from SubnetMin.
+func (c *Config) subnetAt(i uint64) netip.Prefix {
+	return netip.PrefixFrom(addr4(u32(c.SubnetMin)+uint32(i)*subnetSize(c.SubnetLen)), c.SubnetLen)
+}
+
+func subnetSize(bits int) uint32 { return uint32(uint64(1) << (32 - bits)) }
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+func addr4(v uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}

@@ -1,0 +1,262 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vxrouter/encap"
+	"vxrouter/lease"
+	"vxrouter/route"
+	"vxrouter/tunnel"
+)
+
+// Config is everything a node needs to run. The zero value of each
+// optional field means its default.
+type Config struct {
+	Etcd       clientv3.Config // Endpoints at least; TLS and auth when set
+	EtcdPrefix string          // default lease.DefaultPrefix
+	Iface      string          // underlay interface name or address; "" = default route's
+	PublicIP   netip.Addr      // overrides the interface's first IPv4
+	SubnetFile string          // where subnet.env goes
+	StateDir   string          // keeps the VTEP MAC across restarts
+	TunName    string          // default "vxr0"
+	LeaseTTL   time.Duration   // default lease.DefaultTTL
+	Log        *slog.Logger
+}
+
+// Node is a running node. Its fields are fixed once Start returns.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	cli      *clientv3.Client
+	reg      *lease.Registry
+	overlay  *lease.Config
+	lease    *lease.Lease
+	underlay underlayLink
+	vtep     net.HardwareAddr
+	mtu      int
+
+	table *route.Table
+	fwd   *route.Forwarder
+}
+
+// Start brings a node up to the point where it forwards: lease acquired,
+// TUN device configured, subnet.env written, socket open. Run then keeps
+// it going. On error, Start undoes what it did (but never revokes a lease
+// it acquired: the subnet stays this node's for the restart).
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.EtcdPrefix == "" {
+		cfg.EtcdPrefix = lease.DefaultPrefix
+	}
+	if cfg.TunName == "" {
+		cfg.TunName = DefaultTunName
+	}
+	if cfg.LeaseTTL == 0 {
+		cfg.LeaseTTL = lease.DefaultTTL
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("node: no state directory (--state-dir)")
+	}
+	n := &Node{cfg: cfg, log: cfg.Log}
+
+	if n.underlay, err = findUnderlay(cfg.Iface, cfg.PublicIP); err != nil {
+		return nil, err
+	}
+	if n.vtep, err = loadOrCreateVTEP(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep)
+
+	etcdCfg := cfg.Etcd
+	if etcdCfg.DialTimeout == 0 {
+		etcdCfg.DialTimeout = 5 * time.Second
+	}
+	etcdCfg.Logger = nil // clientv3 logs through zap; keep it quiet
+	if n.cli, err = clientv3.New(etcdCfg); err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", etcdCfg.Endpoints, err)
+	}
+	defer func() {
+		if err != nil {
+			n.cli.Close()
+		}
+	}()
+	n.reg = lease.NewRegistry(n.cli, cfg.EtcdPrefix, n.log)
+
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if n.overlay, err = n.reg.Config(cctx); err != nil {
+		return nil, fmt.Errorf("read overlay config from etcd %v: %w", etcdCfg.Endpoints, err)
+	}
+	if n.overlay.Network.Addr().Is6() {
+		return nil, fmt.Errorf("overlay network %s is IPv6: vxrouter leases IPv4 overlays", n.overlay.Network)
+	}
+
+	var previous netip.Prefix
+	if env, err := lease.ReadSubnetEnv(cfg.SubnetFile); err == nil {
+		previous = env.Subnet.Masked()
+	}
+	attrs := lease.Attrs{
+		PublicIP:    n.underlay.PublicIP,
+		BackendType: "vxlan",
+		VNI:         n.overlay.Backend.VNI,
+		VtepMAC:     n.vtep,
+	}
+	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
+		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
+	}
+	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep, "expires", n.lease.Expiration.Format(time.RFC3339))
+
+	n.mtu = n.overlay.Backend.MTU
+	if n.mtu == 0 {
+		n.mtu = n.underlay.MTU - encap.OverheadIPv4
+	}
+	if n.mtu < 576 {
+		return nil, fmt.Errorf("overlay MTU %d is too small (underlay %s has MTU %d, VXLAN takes %d)", n.mtu, n.underlay.Name, n.underlay.MTU, encap.OverheadIPv4)
+	}
+
+	vni := uint32(n.overlay.Backend.VNI)
+	if n.table, err = route.NewTable(vni, n.vtep); err != nil {
+		return nil, err
+	}
+	dec, err := encap.NewDecoder(vni, n.vtep)
+	if err != nil {
+		return nil, err
+	}
+
+	ul, err := tunnel.ListenUDP(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("underlay socket: %w", err)
+	}
+	dev, err := tunnel.OpenWater(cfg.TunName)
+	if err != nil {
+		ul.Close()
+		return nil, err
+	}
+	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
+		dev.Close()
+		ul.Close()
+		return nil, err
+	}
+	n.fwd = route.NewForwarder(dev, ul, n.table, dec, n.log)
+
+	env := lease.SubnetEnv{
+		Network: n.overlay.Network,
+		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
+		MTU:     n.mtu,
+	}
+	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
+		dev.Close()
+		ul.Close()
+		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
+	}
+	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)
+	return n, nil
+}
+
+// Lease returns the node's own lease.
+func (n *Node) Lease() lease.Lease { return *n.lease }
+
+// VTEP returns the node's VTEP MAC.
+func (n *Node) VTEP() net.HardwareAddr { return n.vtep }
+
+// Table returns the node's route table.
+func (n *Node) Table() *route.Table { return n.table }
+
+// Counters returns the forwarder's counters.
+func (n *Node) Counters() *route.Counters { return &n.fwd.Counters }
+
+// Run forwards, learns peers and renews the lease until ctx ends, then
+// shuts down cleanly and returns nil; or returns the error that stopped it.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.cli.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+			cancel()
+		}()
+	}
+	run("forwarder", n.fwd.Run)
+	run("watch peers", func(ctx context.Context) error { return n.reg.Watch(ctx, n.peerEvent) })
+	run("renew lease", func(ctx context.Context) error {
+		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
+	})
+	wg.Wait()
+
+	n.log.Info("stopped", "counters", n.fwd.Snapshot())
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// leaseChanged handles KeepAlive's report of a re-acquired lease. The same
+// subnet needs nothing; a different one would need the TUN address, the
+// routes and subnet.env redone under the pods' feet, so the node stops and
+// says so, and its supervisor restarts it on the new subnet.
+func (n *Node) leaseChanged(cancel context.CancelFunc, errc chan<- error) func(*lease.Lease) {
+	return func(l *lease.Lease) {
+		if l.Subnet == n.lease.Subnet {
+			n.log.Warn("lease re-acquired", "subnet", l.Subnet)
+			return
+		}
+		errc <- fmt.Errorf("lease lost: subnet %s now belongs to another node and this one got %s; restart to use it", n.lease.Subnet, l.Subnet)
+		cancel()
+	}
+}
+
+// peerEvent applies one lease event to the route table.
+func (n *Node) peerEvent(ev lease.Event) {
+	l := ev.Lease
+	if l.Subnet == n.lease.Subnet {
+		return
+	}
+	if ev.Type == lease.Removed {
+		if n.table.Delete(l.Subnet) {
+			n.log.Info("peer removed", "subnet", l.Subnet)
+		}
+		return
+	}
+	if l.Attrs.BackendType != "vxlan" {
+		n.log.Warn("peer skipped: not a vxlan lease", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
+		return
+	}
+	if l.Attrs.VNI != n.overlay.Backend.VNI {
+		n.log.Warn("peer skipped: other VNI", "subnet", l.Subnet, "vni", l.Attrs.VNI, "ours", n.overlay.Backend.VNI)
+		return
+	}
+	addr := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port))
+	if err := n.table.Set(l.Subnet, addr, l.Attrs.VtepMAC); err != nil {
+		n.log.Warn("peer skipped", "subnet", l.Subnet, "err", err)
+		return
+	}
+	n.log.Info("peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC)
+}
+
+// Where a node keeps its state unless told otherwise.
+const (
+	DefaultStateDir   = "/var/lib/vxrouter"
+	DefaultSubnetFile = "/run/flannel/subnet.env"
+	DefaultTunName    = "vxr0"
+)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,6 +30,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
 			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
+			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
 			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
 		},
 		Action: func(c *cli.Context) error {
@@ -59,6 +61,8 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		StateDir:   c.String("state-dir"),
 		TunName:    c.String("tun-name"),
 		LeaseTTL:   c.Duration("lease-ttl"),
+
+		EtcdTimeout: c.Duration("etcd-timeout"),
 	}
 	eps, err := splitEndpoints(c.String("etcd-endpoints"))
 	if err != nil {
@@ -76,7 +80,10 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		return cfg, fmt.Errorf("--etcd-prefix %q: must start with /", cfg.EtcdPrefix)
 	}
 	cfg.EtcdPrefix = strings.TrimRight(cfg.EtcdPrefix, "/")
-	if cfg.LeaseTTL < 10*1e9 {
+	if cfg.EtcdTimeout <= 0 {
+		return cfg, fmt.Errorf("--etcd-timeout %s: must be positive", cfg.EtcdTimeout)
+	}
+	if cfg.LeaseTTL < 10*time.Second {
 		return cfg, fmt.Errorf("--lease-ttl %s: must be at least 10s", cfg.LeaseTTL)
 	}
 	if len(cfg.TunName) == 0 || len(cfg.TunName) > 15 {

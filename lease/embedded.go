@@ -21,7 +21,6 @@ import (
 // network namespaces (which have their own loopback) reach it.
 type Embedded struct {
 	etcd      *embed.Etcd
-	dir       string
 	clientURL string // http://127.0.0.1:port
 	unixURL   string // unix:///abs/dir/etcd.sock
 	// level is raised on Close: etcd logs every listener it closes as an
@@ -136,7 +135,7 @@ func startEmbedded(dir, sock string, o EmbeddedOptions) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("start embedded etcd in %s: not ready after %v", dir, o.StartTimeout)
 	}
-	return &Embedded{etcd: e, dir: dir, clientURL: clientURL.String(), unixURL: unixURL.String(), level: level}, nil
+	return &Embedded{etcd: e, clientURL: clientURL.String(), unixURL: unixURL.String(), level: level}, nil
 }
 
 func freePort() (int, error) {

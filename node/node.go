@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,10 @@ type Config struct {
 	StateDir   string          // keeps the VTEP MAC across restarts
 	TunName    string          // default "vxr0"
 	LeaseTTL   time.Duration   // default lease.DefaultTTL
-	Log        *slog.Logger
+	// EtcdTimeout bounds the first contact with etcd (config and lease);
+	// default 30s. Later outages are ridden out, not fatal.
+	EtcdTimeout time.Duration
+	Log         *slog.Logger
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
@@ -62,6 +66,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.TunName == "" {
 		cfg.TunName = DefaultTunName
 	}
+	if cfg.EtcdTimeout == 0 {
+		cfg.EtcdTimeout = 30 * time.Second
+	}
 	if cfg.LeaseTTL == 0 {
 		cfg.LeaseTTL = lease.DefaultTTL
 	}
@@ -76,7 +83,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.vtep, err = loadOrCreateVTEP(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep)
+	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep.String())
 
 	etcdCfg := cfg.Etcd
 	if etcdCfg.DialTimeout == 0 {
@@ -93,10 +100,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	n.reg = lease.NewRegistry(n.cli, cfg.EtcdPrefix, n.log)
 
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, cfg.EtcdTimeout)
 	defer cancel()
 	if n.overlay, err = n.reg.Config(cctx); err != nil {
-		return nil, fmt.Errorf("read overlay config from etcd %v: %w", etcdCfg.Endpoints, err)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("etcd at %s did not answer within %s: check --etcd-endpoints and that etcd is running (%w)",
+				strings.Join(etcdCfg.Endpoints, ","), cfg.EtcdTimeout, err)
+		}
+		return nil, fmt.Errorf("read overlay config from etcd %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
 	}
 	if n.overlay.Network.Addr().Is6() {
 		return nil, fmt.Errorf("overlay network %s is IPv6: vxrouter leases IPv4 overlays", n.overlay.Network)
@@ -115,7 +126,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
 	}
-	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep, "expires", n.lease.Expiration.Format(time.RFC3339))
+	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
 
 	n.mtu = n.overlay.Backend.MTU
 	if n.mtu == 0 {
@@ -251,7 +262,7 @@ func (n *Node) peerEvent(ev lease.Event) {
 		n.log.Warn("peer skipped", "subnet", l.Subnet, "err", err)
 		return
 	}
-	n.log.Info("peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC)
+	n.log.Info("peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String())
 }
 
 // Where a node keeps its state unless told otherwise.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -25,6 +27,12 @@ func configureTUN(name string, mtu int, subnet, network netip.Prefix) error {
 	addr := &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(subnet.Addr(), bits))}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("address %s on %s: %w", addr.IPNet, name, err)
+	}
+	// An IPv4 overlay has no use for the link-local IPv6 address the
+	// kernel would give the device, whose router solicitations would only
+	// show up as no-route drops.
+	if subnet.Addr().Is4() {
+		os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6"), []byte("1"), 0o644)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring %s up: %w", name, err)

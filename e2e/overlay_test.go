@@ -87,6 +87,31 @@ func TestThreeNodes(t *testing.T) {
 			}
 		}
 	}
+
+	// Each node's admin endpoint shows the other two as peers, and
+	// counts what it carried.
+	for _, m := range ms {
+		peers, err := m.node.Peers(o.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(peers) != 2 {
+			t.Errorf("%s has %d peers, want 2: %+v", m.host.Name, len(peers), peers)
+		}
+		for _, p := range peers {
+			if p.Subnet == m.env.Subnet.Masked().String() || p.Port != 8472 {
+				t.Errorf("%s: bad peer %+v", m.host.Name, p)
+			}
+		}
+		c, err := m.node.Counters(o.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 2 peers x (1 + 3 echoes each way) at least.
+		if c["tx-packets"] < 8 || c["rx-packets"] < 8 {
+			t.Errorf("%s counters %v: want >= 8 packets each way", m.host.Name, c)
+		}
+	}
 }
 
 // TestRestartKeepsSubnetAndVTEP: a node that restarts, even without its

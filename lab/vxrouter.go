@@ -3,8 +3,11 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +32,8 @@ type Node struct {
 	Dir        string
 	SubnetFile string
 	LogFile    string
+	// AdminSocket is the node's admin endpoint (see Counters and Peers).
+	AdminSocket string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -44,11 +49,12 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		Host:       h,
-		Dir:        o.Dir,
-		SubnetFile: filepath.Join(o.Dir, "subnet.env"),
-		LogFile:    filepath.Join(o.Dir, "vxrouter.log"),
-		done:       make(chan struct{}),
+		Host:        h,
+		Dir:         o.Dir,
+		SubnetFile:  filepath.Join(o.Dir, "subnet.env"),
+		LogFile:     filepath.Join(o.Dir, "vxrouter.log"),
+		AdminSocket: filepath.Join(o.Dir, "admin.sock"),
+		done:        make(chan struct{}),
 	}
 	logf, err := os.OpenFile(n.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -59,6 +65,7 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 		"--iface", "eth0",
 		"--state-dir", o.Dir,
 		"--subnet-file", n.SubnetFile,
+		"--admin-socket", n.AdminSocket,
 	}
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
@@ -125,4 +132,49 @@ func (n *Node) Stop(timeout time.Duration) error {
 func (n *Node) Log() string {
 	b, _ := os.ReadFile(n.LogFile)
 	return string(bytes.TrimSpace(b))
+}
+
+// Counters asks the node's admin endpoint for its forwarding counters.
+func (n *Node) Counters(ctx context.Context) (map[string]uint64, error) {
+	var m map[string]uint64
+	return m, n.admin(ctx, "/counters", &m)
+}
+
+// NodePeer is one entry of a node's route table, as its admin endpoint
+// reports it.
+type NodePeer struct {
+	Subnet   string `json:"subnet"`
+	PublicIP string `json:"public_ip"`
+	Port     uint16 `json:"port"`
+	VtepMAC  string `json:"vtep_mac"`
+}
+
+// Peers asks the node's admin endpoint for its route table.
+func (n *Node) Peers(ctx context.Context) ([]NodePeer, error) {
+	var p []NodePeer
+	return p, n.admin(ctx, "/peers", &p)
+}
+
+// admin GETs path from the node's admin socket and decodes the JSON.
+func (n *Node) admin(ctx context.Context, path string, v any) error {
+	c := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", n.AdminSocket)
+		},
+	}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://node"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("node %s admin %s: %w", n.Host.Name, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("node %s admin %s: %s", n.Host.Name, path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -33,6 +33,11 @@ type Config struct {
 	// EtcdTimeout bounds the first contact with etcd (config and lease);
 	// default 30s. Later outages are ridden out, not fatal.
 	EtcdTimeout time.Duration
+	// AdminSocket is the unix socket of the admin endpoint (/healthz,
+	// /metrics, /counters, /peers); "" for none. MetricsAddr also serves
+	// it on TCP.
+	AdminSocket string
+	MetricsAddr string
 	Log         *slog.Logger
 }
 
@@ -195,7 +200,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -207,6 +212,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}()
 	}
 	run("forwarder", n.fwd.Run)
+	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
 	run("watch peers", func(ctx context.Context) error { return n.reg.Watch(ctx, n.peerEvent) })
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))

@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The admin endpoint answers on a unix socket (reachable from any network
+// namespace, guarded by file permissions) and, when asked, on TCP:
+//
+//	GET /healthz   "ok" while the node forwards
+//	GET /metrics   counters in Prometheus' text format
+//	GET /counters  the same counters as a JSON object
+//	GET /peers     the route table as JSON
+//
+// It is off the hot path: it reads the forwarder's atomic counters and the
+// table's snapshot, nothing more.
+
+// adminStatus is what /peers and the demo show of a node.
+type adminPeer struct {
+	Subnet   string `json:"subnet"`
+	PublicIP string `json:"public_ip"`
+	Port     uint16 `json:"port"`
+	VtepMAC  string `json:"vtep_mac"`
+}
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /counters", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(n.Counters().Snapshot())
+	})
+	mux.HandleFunc("GET /peers", func(w http.ResponseWriter, r *http.Request) {
+		var out []adminPeer
+		for _, p := range n.table.Peers() {
+			out = append(out, adminPeer{p.Subnet.String(), p.Addr.Addr().String(), p.Addr.Port(), p.VTEP.String()})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, n.Counters().Snapshot(), n.table.Len())
+	})
+	return mux
+}
+
+// writeMetrics writes counters in Prometheus' text format: traffic as
+// vxrouter_<name>_total, every drop as vxrouter_drops_total{reason=...}.
+func writeMetrics(w interface{ Write([]byte) (int, error) }, counters map[string]uint64, peers int) {
+	fmt.Fprintf(w, "# HELP vxrouter_peers Peers in the route table.\n# TYPE vxrouter_peers gauge\nvxrouter_peers %d\n", peers)
+	traffic := []string{"tx-packets", "tx-bytes", "rx-packets", "rx-bytes"}
+	for _, name := range traffic {
+		m := "vxrouter_" + strings.ReplaceAll(name, "-", "_") + "_total"
+		fmt.Fprintf(w, "# TYPE %s counter\n%s %d\n", m, m, counters[name])
+	}
+	var reasons []string
+	for name := range counters {
+		if !slices.Contains(traffic, name) {
+			reasons = append(reasons, name)
+		}
+	}
+	slices.Sort(reasons)
+	fmt.Fprintf(w, "# HELP vxrouter_drops_total Packets not forwarded, by reason.\n# TYPE vxrouter_drops_total counter\n")
+	for _, r := range reasons {
+		fmt.Fprintf(w, "vxrouter_drops_total{reason=%q} %d\n", r, counters[r])
+	}
+}
+
+// serveAdmin serves the admin endpoint on a unix socket at path (and on
+// tcpAddr when set) until ctx ends.
+func (n *Node) serveAdmin(ctx context.Context, path, tcpAddr string) error {
+	var lns []net.Listener
+	if path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		// A socket left by a node that was killed would refuse the bind.
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return fmt.Errorf("admin socket: %w", err)
+		}
+		os.Chmod(path, 0o600)
+		lns = append(lns, ln)
+	}
+	if tcpAddr != "" {
+		ln, err := net.Listen("tcp", tcpAddr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("metrics address: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	if len(lns) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	srv := &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		n.log.Info("admin endpoint", "listen", ln.Addr().String())
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	<-ctx.Done()
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdown)
+	if path != "" {
+		os.Remove(path)
+	}
+	for range lns {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	return nil
+}

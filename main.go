@@ -38,6 +38,7 @@ func newApp() *cli.App {
 			runCommand(),
 			demoCommand(),
 			explainCommand(),
+			etcdCommand(),
 		},
 		EnableBashCompletion: true,
 	}

@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestDemo runs `vxrouter demo` as a user would: it must ping across, exit
+// 0, and leave nothing behind; --keep must leave the lab up and --down
+// remove it.
+func TestDemo(t *testing.T) {
+	if binary == "" {
+		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
+	}
+	prefix := "vxd" + randHex(2)
+	dir := filepath.Join(os.TempDir(), "vxrouter-demo-"+prefix)
+	t.Cleanup(func() {
+		exec.Command(binary, "demo", "--down", "--prefix", prefix).Run()
+	})
+	namespaces := func() string {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		var ours []string
+		for _, f := range strings.Fields(string(out)) {
+			if strings.HasPrefix(f, prefix+"-") {
+				ours = append(ours, f)
+			}
+		}
+		return strings.Join(ours, " ")
+	}
+
+	out, err := exec.Command(binary, "demo", "--prefix", prefix, "--nodes", "3").CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"took 172.16.", "FLANNEL_MTU=1450", "dev vxr0", "3/3 replies",
+		"result: every ping answered (6 pod pairs)", "dropped nothing",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if ns := namespaces(); ns != "" {
+		t.Errorf("demo left namespaces: %s", ns)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("demo left %s", dir)
+	}
+
+	out, err = exec.Command(binary, "demo", "--prefix", prefix, "--keep").CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo --keep: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "vxrouter demo --down --prefix "+prefix) {
+		t.Errorf("demo --keep does not say how to remove the lab:\n%s", out)
+	}
+	if ns := namespaces(); !strings.Contains(ns, prefix+"-node1-pod") {
+		t.Fatalf("demo --keep left no lab up: %q", ns)
+	}
+	// etcd and both nodes outlive the demo.
+	if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(strings.Fields(string(out))) != 3 {
+		t.Errorf("after demo --keep, processes running from %s: %q, want etcd and 2 nodes", dir, out)
+	}
+	out, err = exec.Command(binary, "demo", "--down", "--prefix", prefix).CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo --down: %v\n%s", err, out)
+	}
+	if ns := namespaces(); ns != "" {
+		t.Errorf("demo --down left namespaces: %s", ns)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("demo --down left %s", dir)
+	}
+	if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
+		t.Errorf("demo --down left processes: %s", out)
+	}
+}

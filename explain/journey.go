@@ -1,7 +1,6 @@
 package explain
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +10,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"vxrouter/encap"
+	"vxrouter/lease"
 )
 
 // Values a real kernel or application picks and that are fixed here, so
@@ -28,7 +28,6 @@ const (
 	tcpSeq      = 1000   // TCP sequence and acknowledgement numbers of an established connection
 	tcpAck      = 2000   //
 	tcpWindow   = 502    //
-	etcdPrefix  = "/coreos.com/network"
 	payloadText = "vxrouter explain: the journey of one packet. "
 )
 
@@ -313,31 +312,20 @@ func (j *Journey) nodeBChecks(dec *encap.Decoder, udp []byte) []check {
 	}
 }
 
-// flannelLease returns the etcd key and value of a node's lease exactly as
-// flannel's etcd subnet manager writes them for the vxlan backend.
+// flannelLease returns the etcd key and value of a node's lease, made by
+// the lease package, which writes them exactly as flannel's etcd subnet
+// manager does for the vxlan backend.
 func flannelLease(subnet netip.Prefix, publicIP netip.Addr, vni uint32, vtep net.HardwareAddr) (key, value string, err error) {
-	// The field order and names are flannel's LeaseAttrs; PublicIPv6 is
-	// null on an IPv4-only node, and flannel omits the IPv6 backend data.
-	type backendData struct {
-		VNI     uint32
-		VtepMAC string
-	}
-	type leaseAttrs struct {
-		PublicIP    string
-		PublicIPv6  *string
-		BackendType string
-		BackendData backendData
-	}
-	b, err := json.Marshal(leaseAttrs{
-		PublicIP:    publicIP.String(),
+	b, err := lease.Attrs{
+		PublicIP:    publicIP,
 		BackendType: "vxlan",
-		BackendData: backendData{VNI: vni, VtepMAC: vtep.String()},
-	})
+		VNI:         int(vni),
+		VtepMAC:     vtep,
+	}.MarshalJSON()
 	if err != nil {
 		return "", "", fmt.Errorf("encode lease: %w", err)
 	}
-	key = fmt.Sprintf("%s/subnets/%s-%d", etcdPrefix, subnet.Addr(), subnet.Bits())
-	return key, string(b), nil
+	return lease.DefaultPrefix + "/subnets/" + lease.SubnetKey(subnet), string(b), nil
 }
 
 // madeUpMAC returns a MAC that does not exist in the example's world but

@@ -3,6 +3,10 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 
 	"vxrouter/lease"
 	"vxrouter/node"
+	"vxrouter/tunnel"
 )
 
 func runCommand() *cli.Command {
@@ -30,6 +35,9 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
 			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
+			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
+			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the admin endpoint on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
@@ -45,6 +53,13 @@ func runCommand() *cli.Command {
 				return err
 			}
 			cfg.Log = log
+			if path := c.String("cpuprofile"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			n, err := node.Start(c.Context, cfg)
 			if err != nil {
 				return err
@@ -62,6 +77,8 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		SubnetFile: c.String("subnet-file"),
 		StateDir:   c.String("state-dir"),
 		TunName:    c.String("tun-name"),
+		TunBackend: c.String("tun-backend"),
+		Queues:     c.Int("queues"),
 		LeaseTTL:   c.Duration("lease-ttl"),
 
 		EtcdTimeout: c.Duration("etcd-timeout"),
@@ -93,6 +110,12 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	if len(cfg.TunName) == 0 || len(cfg.TunName) > 15 {
 		return cfg, fmt.Errorf("--tun-name %q: must be 1 to 15 characters", cfg.TunName)
 	}
+	if cfg.TunBackend != tunnel.BackendOffload && cfg.TunBackend != tunnel.BackendWater {
+		return cfg, fmt.Errorf("--tun-backend %q: want %s or %s", cfg.TunBackend, tunnel.BackendOffload, tunnel.BackendWater)
+	}
+	if cfg.Queues < 1 || cfg.Queues > 64 {
+		return cfg, fmt.Errorf("--queues %d: want 1 to 64", cfg.Queues)
+	}
 	return cfg, nil
 }
 
@@ -113,4 +136,24 @@ func splitEndpoints(s string) ([]string, error) {
 		return nil, fmt.Errorf("--etcd-endpoints: no endpoint in %q", s)
 	}
 	return eps, nil
+}
+
+// startCPUProfile writes a CPU profile of the node to path until stop is
+// called (at exit): a hidden flag, for finding the data plane's hot spots.
+// "%p" in path becomes the process id, so nodes started alike (as a bench
+// does) write one file each.
+func startCPUProfile(path string) (stop func(), err error) {
+	path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

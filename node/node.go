@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -38,7 +39,13 @@ type Config struct {
 	// it on TCP.
 	AdminSocket string
 	MetricsAddr string
-	Log         *slog.Logger
+	// TunBackend is tunnel.BackendOffload (default; water where the
+	// kernel refuses offloads) or tunnel.BackendWater.
+	TunBackend string
+	// Queues is how many TUN queues, underlay sockets and pairs of
+	// forwarding loops; default the number of CPUs. Water has one.
+	Queues int
+	Log    *slog.Logger
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
@@ -150,21 +157,42 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	ul, err := tunnel.ListenUDP(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)))
+	queues := cfg.Queues
+	if queues <= 0 {
+		queues = runtime.NumCPU()
+	}
+	devs, backend, err := tunnel.OpenTUN(cfg.TunName, tunnel.TUNOptions{Backend: cfg.TunBackend, Queues: queues, Log: n.log})
 	if err != nil {
+		return nil, err
+	}
+	closeDevs := func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}
+	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), tunnel.UDPOptions{})
+	if err != nil {
+		closeDevs()
 		return nil, fmt.Errorf("underlay socket: %w", err)
 	}
-	dev, err := tunnel.OpenWater(cfg.TunName)
-	if err != nil {
-		ul.Close()
-		return nil, err
+	qs := make([]route.Queue, len(devs))
+	for i := range devs {
+		qs[i] = route.Queue{Dev: devs[i], Underlay: uls[i]}
 	}
+	closeAll := func() {
+		for _, q := range qs {
+			q.Dev.Close()
+			q.Underlay.Close()
+		}
+	}
+	dev := devs[0]
 	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
-		dev.Close()
-		ul.Close()
+		closeAll()
 		return nil, err
 	}
-	n.fwd = route.NewForwarder(dev, ul, n.table, dec, n.log)
+	gso, gro := uls[0].Offloads()
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro)
+	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
@@ -172,8 +200,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MTU:     n.mtu,
 	}
 	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
-		dev.Close()
-		ul.Close()
+		closeAll()
 		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
 	}
 	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)

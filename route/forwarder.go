@@ -21,52 +21,74 @@ const Headroom = encap.HeaderLen
 // maxDatagram bounds one datagram read from the underlay.
 const maxDatagram = 65535
 
-// Forwarder moves packets between one TUN device and one underlay socket.
+// Forwarder moves packets between a TUN device and the underlay: one
+// pair of loops (TUN -> encap -> UDP, UDP -> decap -> TUN) per queue.
 type Forwarder struct {
 	Counters
 
-	dev   tunnel.Device
-	ul    tunnel.Underlay
-	table *Table
-	dec   encap.Decoder
-	log   *slog.Logger
+	queues []Queue
+	table  *Table
+	dec    encap.Decoder
+	log    *slog.Logger
+}
+
+// Queue is one queue of the TUN device and the underlay socket that goes
+// with it. Each queue gets its own pair of loops, so a flow that the
+// kernel keeps on one queue (a multi-queue TUN picks the queue by flow
+// hash, SO_REUSEPORT picks the socket by 4-tuple) is never reordered.
+type Queue struct {
+	Dev      tunnel.Device
+	Underlay tunnel.Underlay
 }
 
 // NewForwarder returns a forwarder between dev and ul that routes with
 // table and accepts datagrams that dec accepts. Run starts it.
 func NewForwarder(dev tunnel.Device, ul tunnel.Underlay, table *Table, dec encap.Decoder, log *slog.Logger) *Forwarder {
+	return NewForwarderQueues([]Queue{{Dev: dev, Underlay: ul}}, table, dec, log)
+}
+
+// NewForwarderQueues returns a forwarder with one pair of loops per
+// queue, all routing with table and sharing the counters.
+func NewForwarderQueues(queues []Queue, table *Table, dec encap.Decoder, log *slog.Logger) *Forwarder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Forwarder{dev: dev, ul: ul, table: table, dec: dec, log: log}
+	return &Forwarder{queues: queues, table: table, dec: dec, log: log}
 }
 
 // Run forwards in both directions until ctx ends or one side fails for
-// good. When ctx ends it closes the device and the underlay, which unblocks
-// both loops; Run returns nil then. Run takes ownership of dev and ul.
+// good. When ctx ends it closes every device and underlay, which unblocks
+// the loops; Run returns nil then. Run takes ownership of them.
 func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var closeOnce sync.Once
-	closeBoth := func() {
+	closeAll := func() {
 		closeOnce.Do(func() {
-			f.dev.Close()
-			f.ul.Close()
+			for _, q := range f.queues {
+				q.Dev.Close()
+				q.Underlay.Close()
+			}
 		})
 	}
 	go func() {
 		<-ctx.Done()
-		closeBoth()
+		closeAll()
 	}()
 
-	errc := make(chan error, 2)
-	go func() { errc <- f.tunToUnderlay(ctx) }()
-	go func() { errc <- f.underlayToTUN(ctx) }()
+	loops := 2 * len(f.queues)
+	errc := make(chan error, loops)
+	for _, q := range f.queues {
+		go func() { errc <- f.tunToUnderlay(ctx, q) }()
+		go func() { errc <- f.underlayToTUN(ctx, q) }()
+	}
 	err := <-errc
-	cancel() // stop the other loop
-	closeBoth()
-	if err2 := <-errc; err == nil {
-		err = err2
+	cancel() // stop the other loops
+	closeAll()
+	for range loops - 1 {
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
 	}
 	return err
 }
@@ -97,9 +119,9 @@ func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (sto
 
 // tunToUnderlay reads IP packets from the TUN device, encapsulates each for
 // the peer owning its destination and sends them to the peers in batches.
-func (f *Forwarder) tunToUnderlay(ctx context.Context) error {
-	batch := max(f.dev.BatchSize(), 1)
-	mtu, err := f.dev.MTU()
+func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
+	batch := max(q.Dev.BatchSize(), 1)
+	mtu, err := q.Dev.MTU()
 	if err != nil || mtu <= 0 {
 		mtu = maxDatagram - Headroom
 	}
@@ -112,7 +134,7 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context) error {
 	to := make([]netip.AddrPort, 0, batch)
 
 	for {
-		n, err := f.dev.Read(bufs, sizes, Headroom)
+		n, err := q.Dev.Read(bufs, sizes, Headroom)
 		if err != nil && n == 0 {
 			if f.readFailed(ctx, "tun", err) {
 				return nil
@@ -123,7 +145,7 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context) error {
 		if len(out) == 0 {
 			continue
 		}
-		sent, err := f.ul.Write(out, to)
+		sent, err := q.Underlay.Write(out, to)
 		var bytes uint64
 		for _, b := range out[:sent] {
 			bytes += uint64(len(b))
@@ -187,8 +209,8 @@ func destination(pkt []byte) (netip.Addr, encap.Reason) {
 
 // underlayToTUN reads datagrams from the underlay, checks and decapsulates
 // each, and writes the inner packets to the TUN device in batches.
-func (f *Forwarder) underlayToTUN(ctx context.Context) error {
-	batch := max(f.ul.BatchSize(), 1)
+func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
+	batch := max(q.Underlay.BatchSize(), 1)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, maxDatagram)
@@ -198,7 +220,7 @@ func (f *Forwarder) underlayToTUN(ctx context.Context) error {
 	out := make([][]byte, 0, batch)
 
 	for {
-		n, err := f.ul.Read(bufs, sizes, from)
+		n, err := q.Underlay.Read(bufs, sizes, from)
 		if err != nil && n == 0 {
 			if f.readFailed(ctx, "underlay", err) {
 				return nil
@@ -209,13 +231,20 @@ func (f *Forwarder) underlayToTUN(ctx context.Context) error {
 		if len(out) == 0 {
 			continue
 		}
-		written, err := f.dev.Write(out, encap.HeaderLen)
+		// Counted before Write: the offload device coalesces packets into
+		// the first of their run and changes the slices in out.
 		var bytes uint64
-		for _, b := range out[:written] {
+		for _, b := range out {
 			bytes += uint64(len(b) - encap.HeaderLen)
 		}
-		f.RxPackets.Add(uint64(written))
+		written, err := q.Dev.Write(out, encap.HeaderLen)
+		if written < len(out) {
+			// Which ones failed is not known after coalescing; count
+			// their share.
+			bytes = bytes * uint64(written) / uint64(len(out))
+		}
 		f.RxBytes.Add(bytes)
+		f.RxPackets.Add(uint64(written))
 		if err != nil {
 			if closed(err) {
 				return nil

@@ -7,11 +7,22 @@
 // # What it owns
 //
 //   - [Device]: a TUN device read and written in batches of IP packets.
-//     [OpenWater] opens one with github.com/songgao/water (IFF_TUN|IFF_NO_PI,
-//     one packet per syscall).
+//     [OpenTUN] opens one with the backend asked for, one Device per queue:
+//     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD through
+//     golang.zx2c4.com/wireguard/tun: Read splits the kernel's 64 KB TCP
+//     super-packets into MTU-size segments with their checksums, Write
+//     coalesces TCP and UDP segments of a flow before they go to the
+//     kernel; IFF_MULTI_QUEUE for more than one queue), falling back to
+//     [BackendWater] with a warning where the kernel refuses offloads.
+//     [OpenWater] opens a plain one with github.com/songgao/water
+//     (IFF_TUN|IFF_NO_PI, one packet per syscall, one queue).
 //   - [Underlay]: a UDP socket read and written in batches of datagrams.
 //     [ListenUDP] opens one that uses recvmmsg and sendmmsg, up to
-//     [MaxBatch] datagrams per syscall.
+//     [MaxBatch] datagrams per syscall, with UDP GSO (UDP_SEGMENT: a run
+//     of equal-size datagrams to one peer goes as one, gathered from the
+//     callers' buffers) and UDP GRO (coalesced runs are split back into
+//     datagrams on Read) where the kernel has them. [ListenUDPQueues]
+//     opens one SO_REUSEPORT socket per queue.
 //   - [ErrClosed]: how both report that they were closed.
 //
 // In-memory fakes of both, for tests of the code that drives them, live in
@@ -37,6 +48,12 @@
 // bufs[i][:headroom+sizes[i]] without copying the packet. Device.Write takes
 // the same offset the other way: the decapsulated datagram's buffer goes in
 // whole, and only bufs[i][offset:] reaches the kernel.
+//
+// The offload backend adds three conditions: Read needs len(bufs) >=
+// BatchSize() (one super-packet fills up to that many buffers); Write
+// needs offset >= [VirtioNetHdrLen] (the virtio-net header goes there);
+// and Write coalesces into the buffers' capacity past their length (give
+// it 64 KB buffers) and may change the slices in bufs.
 //
 // A Read blocks until at least one packet is there and returns as many as
 // are ready, up to len(bufs) and BatchSize(); it never waits to fill a
@@ -65,11 +82,13 @@
 //
 // # Allocations
 //
-// UDP.Read calls recvmmsg directly and parses the source addresses out of
-// preallocated sockaddr buffers: no allocation. UDP.Write goes through
-// golang.org/x/net's WriteBatch with preallocated messages and reused
-// *net.UDPAddr values: no allocation. The water device reads and writes an
-// *os.File: no allocation. Errors allocate.
+// UDP.Read calls recvmmsg directly and parses the source addresses (and
+// the GRO segment size) out of preallocated buffers: no allocation. With
+// GRO each datagram is copied once, from a scratch buffer into the
+// caller's. UDP.Write calls sendmmsg directly with preallocated messages,
+// sockaddrs and UDP_SEGMENT control messages: no allocation, no copy. The
+// water device reads and writes an *os.File, the offload device reuses
+// wireguard-go's tables: no allocation. Errors allocate.
 //
 // # Network namespaces
 //
@@ -84,7 +103,9 @@
 //
 //	ip -d link show vxr0
 //	ip -s link show vxr0          # rx/tx counters; "dropped" counts packets the kernel refused
-//	cat /sys/class/net/vxr0/tun_flags   # 0x1001 = IFF_TUN|IFF_NO_PI
+//	cat /sys/class/net/vxr0/tun_flags   # 0x1001 = IFF_TUN|IFF_NO_PI (water);
+//	                                    # 0x5101 adds IFF_VNET_HDR|IFF_MULTI_QUEUE (offload)
+//	ethtool -k vxr0 | grep segmentation # TSO on: the kernel hands over super-packets
 //
 // The underlay socket, the process that owns it, and its buffers and drops
 // (skmem rb = receive buffer, d = datagrams dropped because it was full):

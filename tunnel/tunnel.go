@@ -36,6 +36,9 @@ type Device interface {
 	// packet. Each bufs[i] must have room for offset plus the device's MTU;
 	// a longer packet is truncated to the buffer.
 	//
+	// The offload backend needs len(bufs) >= BatchSize(): it splits one
+	// super-packet into as many buffers as it takes.
+	//
 	// n > 0 means sizes[:n] are valid even when err != nil. After Close, or
 	// when Close is called during a pending Read, Read returns 0 and an error
 	// matching ErrClosed.
@@ -46,6 +49,12 @@ type Device interface {
 	// or one that is not IPv4 or IPv6: EINVAL) does not stop the others: Write
 	// goes on with the rest and returns the first error. After Close it
 	// returns an error matching ErrClosed at once.
+	//
+	// Write may overwrite the bytes in front of offset; the offload
+	// backend writes its virtio-net header there (offset must be >=
+	// VirtioNetHdrLen), coalesces segments of one flow into the first
+	// one's buffer, past its length up to its capacity, and may change
+	// the slices in bufs.
 	Write(bufs [][]byte, offset int) (int, error)
 
 	// BatchSize is the most packets one Read returns, and the batch size a

@@ -9,18 +9,36 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
 // socketBuffer is the receive and send buffer asked for. A burst of
-// MaxBatch full-size datagrams takes ~200 KB; a few MiB rides out a
-// forwarding loop that is descheduled for a while without drops.
+// MaxBatch full-size datagrams takes ~200 KB, and with GSO/GRO a few 64 KB
+// super-datagrams are in flight at once; a few MiB rides out a forwarding
+// loop that is descheduled for a while without drops.
 const socketBuffer = 4 << 20
+
+const (
+	// maxDatagram is the largest UDP payload: what one GRO message can
+	// hold, and the size of each receive scratch buffer.
+	maxDatagram = 65535
+	// maxGSOBytes bounds the payload of one GSO send: an IPv4 packet
+	// (20-byte header, 8-byte UDP header) holds no more.
+	maxGSOBytes = 65535 - 20 - 8
+	// maxGSOSegments bounds the datagrams of one GSO send: the kernel's
+	// UDP_MAX_SEGMENTS, 64 on every kernel that has UDP_SEGMENT (later
+	// ones allow 128).
+	maxGSOSegments = 64
+	// groMessages is how many (possibly coalesced) messages one recvmmsg
+	// takes when GRO is on. Each lands in a 64 KB scratch buffer; with
+	// coalescing, three such messages already fill a MaxBatch Read, and
+	// without it 32 datagrams a syscall is most of the batching's gain.
+	groMessages = 32
+)
 
 var (
 	errFamily  = errors.New("address family does not match the socket")
@@ -28,8 +46,29 @@ var (
 	errArgsLen = errors.New("fewer sizes or addresses than buffers")
 )
 
+// UDPOptions say how ListenUDPOptions sets a socket up. The zero value is
+// what ListenUDP does: offloads where the kernel has them, no port sharing.
+type UDPOptions struct {
+	// ReusePort sets SO_REUSEPORT, so that several sockets (one per queue)
+	// share the address; the kernel hashes each 4-tuple to one of them.
+	ReusePort bool
+	// NoGSO never sends with UDP_SEGMENT, even where the kernel has it.
+	NoGSO bool
+	// NoGRO never asks for UDP_GRO, even where the kernel has it.
+	NoGRO bool
+}
+
 // UDP is the underlay socket: one UDP socket read with recvmmsg and written
 // with sendmmsg, up to MaxBatch datagrams a call. It implements Underlay.
+//
+// Where the kernel has them, it uses UDP segmentation offload on send (a
+// run of equal-size datagrams to one peer, the last possibly shorter, goes
+// as one large datagram with a UDP_SEGMENT control message, its pieces
+// gathered from the callers' buffers without a copy) and UDP GRO on
+// receive (the kernel hands over runs of one sender's datagrams as one
+// buffer and their size, which Read splits back into datagrams). Neither
+// shows in the interface: Write takes and Read returns single datagrams
+// with their addresses.
 //
 // Read and Write may run at the same time in different goroutines. Two
 // Reads (or two Writes) at once are safe too but gain nothing: each
@@ -42,6 +81,13 @@ type UDP struct {
 	// v6 is an AF_INET6 socket; dual is one that also carries IPv4
 	// (IPV6_V6ONLY off), which is what listening on [::] gives.
 	v6, dual bool
+
+	// gso is UDP_SEGMENT in use; it goes off for good when the kernel
+	// says EIO (a device on the path that cannot checksum offload).
+	gso atomic.Bool
+	gro bool // UDP_GRO is on: reads go through scratch buffers
+	// closed makes Read report ErrClosed even with split datagrams pending.
+	closed atomic.Bool
 
 	rmu sync.Mutex
 	r   reader
@@ -59,6 +105,9 @@ type reader struct {
 	hdrs  [MaxBatch]unix.Mmsghdr
 	iovs  [MaxBatch]unix.Iovec
 	names [MaxBatch][unix.SizeofSockaddrInet6]byte
+	// ctrl receives the UDP_GRO control message; uint64s keep each
+	// cmsghdr aligned.
+	ctrl [groMessages][4]uint64
 
 	vlen  int           // in: how many hdrs to fill
 	n     int           // out: how many were filled
@@ -66,24 +115,41 @@ type reader struct {
 	// recv is r.recvmmsg, bound once so that handing it to RawConn.Read
 	// does not allocate a closure per call.
 	recv func(fd uintptr) bool
+
+	// With GRO, messages land in scratch (groMessages buffers of
+	// maxDatagram bytes) and are handed out a datagram at a time; next
+	// and off say where the next one starts, seg and from describe each
+	// message (seg is the datagram size, the last one may be shorter).
+	scratch []byte
+	next    int
+	off     int
+	seg     [groMessages]int
+	from    [groMessages]netip.AddrPort
+	// coalesced counts messages that held more than one datagram (for
+	// tests; guarded by rmu like the rest).
+	coalesced int
 }
 
-// writer holds what one sendmmsg needs, allocated once: x/net's
-// WriteBatch reuses its own headers, and marshals each Message's *UDPAddr
-// without allocating, so the addresses are preallocated here.
+// writer holds what one sendmmsg needs, allocated once. Message m carries
+// count[m] of the caller's datagrams, from bufs[first[m]] on, as
+// consecutive iovecs; more than one means a GSO send of seg[m]-byte
+// segments.
 type writer struct {
-	pc    batchWriter
-	msgs  [MaxBatch]ipv4.Message
-	bufs  [MaxBatch][1][]byte // msgs[i].Buffers is bufs[i][:]
-	addrs [MaxBatch]net.UDPAddr
-	ips   [MaxBatch][16]byte // addrs[i].IP points into ips[i]
-	index [MaxBatch]int      // msgs[i] carries the caller's bufs[index[i]]
-}
+	hdrs  [MaxBatch]unix.Mmsghdr
+	iovs  [MaxBatch]unix.Iovec
+	names [MaxBatch][unix.SizeofSockaddrInet6]byte
+	ctrl  [MaxBatch][4]uint64 // a UDP_SEGMENT control message each
+	first [MaxBatch]int
+	count [MaxBatch]int
+	seg   [MaxBatch]int
 
-// batchWriter is ipv4.PacketConn or ipv6.PacketConn: their Message types
-// are the same type, so one writer serves both.
-type batchWriter interface {
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	vlen  int // in: how many hdrs to send, from hdrs[at]
+	at    int
+	n     int           // out: how many were sent
+	errno syscall.Errno // out
+	send  func(fd uintptr) bool
+	// gsoSends counts messages sent with UDP_SEGMENT (for tests).
+	gsoSends int
 }
 
 // ListenUDP opens a UDP socket bound to addr. An IPv4 addr gives an IPv4
@@ -94,8 +160,14 @@ type batchWriter interface {
 //
 // The socket's buffers are set to 4 MiB, with SO_RCVBUFFORCE/SO_SNDBUFFORCE
 // when the process may (CAP_NET_ADMIN), else as far as
-// net.core.rmem_max/wmem_max allow.
+// net.core.rmem_max/wmem_max allow. UDP GSO and GRO are used where the
+// kernel has them (Offloads tells).
 func ListenUDP(addr netip.AddrPort) (*UDP, error) {
+	return ListenUDPOptions(addr, UDPOptions{})
+}
+
+// ListenUDPOptions is ListenUDP with options.
+func ListenUDPOptions(addr netip.AddrPort, o UDPOptions) (*UDP, error) {
 	ip := addr.Addr()
 	if !ip.IsValid() {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, errNoAddr)
@@ -111,7 +183,9 @@ func ListenUDP(addr netip.AddrPort) (*UDP, error) {
 	}
 	addr = netip.AddrPortFrom(ip, addr.Port())
 
-	lc := net.ListenConfig{Control: setSocketBuffers}
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		return setSocketOptions(c, o.ReusePort)
+	}}
 	pc, err := lc.ListenPacket(context.Background(), network, addr.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
@@ -130,21 +204,69 @@ func ListenUDP(addr netip.AddrPort) (*UDP, error) {
 		v6:    network != "udp4",
 		dual:  network == "udp",
 	}
-	if u.v6 {
-		u.w.pc = ipv6.NewPacketConn(conn)
-	} else {
-		u.w.pc = ipv4.NewPacketConn(conn)
-	}
-	u.r.init()
+	raw.Control(func(fd uintptr) {
+		// getsockopt(UDP_SEGMENT) succeeds exactly where sending with it
+		// does (Linux 4.18); setting UDP_GRO where receiving so does (5.0).
+		if !o.NoGSO {
+			_, err := unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+			u.gso.Store(err == nil)
+		}
+		if !o.NoGRO {
+			u.gro = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1) == nil
+		}
+	})
+	u.r.init(u.gro)
 	u.w.init()
 	return u, nil
 }
 
-// setSocketBuffers is a net.ListenConfig Control function. Failures are
-// not errors: the socket works with smaller buffers, it only drops sooner
-// under bursts (see "Debugging" in the package doc).
-func setSocketBuffers(network, address string, c syscall.RawConn) error {
-	return c.Control(func(fd uintptr) {
+// ListenUDPQueues opens n sockets on addr with SO_REUSEPORT, one per
+// queue. With port 0 the first gets a port from the kernel and the others
+// share it. Before that it binds addr once without SO_REUSEPORT and lets
+// go: a port held by anyone else (another vxrouter, the kernel's vxlan)
+// is an error, as it is for a single socket, not a share.
+func ListenUDPQueues(addr netip.AddrPort, n int, o UDPOptions) (_ []*UDP, err error) {
+	n = max(n, 1)
+	if n == 1 && !o.ReusePort {
+		u, err := ListenUDPOptions(addr, o)
+		if err != nil {
+			return nil, err
+		}
+		return []*UDP{u}, nil
+	}
+	if addr.Port() != 0 {
+		probe, err := ListenUDPOptions(addr, UDPOptions{NoGSO: true, NoGRO: true})
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+	}
+	o.ReusePort = true
+	var us []*UDP
+	defer func() {
+		if err != nil {
+			for _, u := range us {
+				u.Close()
+			}
+		}
+	}()
+	for range n {
+		u, err := ListenUDPOptions(addr, o)
+		if err != nil {
+			return nil, err
+		}
+		us = append(us, u)
+		addr = netip.AddrPortFrom(addr.Addr(), u.local.Port())
+	}
+	return us, nil
+}
+
+// setSocketOptions runs before bind. Buffer failures are not errors: the
+// socket works with smaller buffers, it only drops sooner under bursts
+// (see "Debugging" in the package doc). SO_REUSEPORT is one.
+func setSocketOptions(c syscall.RawConn, reusePort bool) error {
+	var err error
+	cerr := c.Control(func(fd uintptr) {
 		for _, o := range [...]struct{ force, plain int }{
 			{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF},
 			{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF},
@@ -153,15 +275,35 @@ func setSocketBuffers(network, address string, c syscall.RawConn) error {
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.plain, socketBuffer)
 			}
 		}
+		if reusePort {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); e != nil {
+				err = os.NewSyscallError("setsockopt SO_REUSEPORT", e)
+			}
+		}
 	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }
 
-func (r *reader) init() {
+// Offloads tells whether the socket sends with UDP GSO and receives with
+// UDP GRO.
+func (u *UDP) Offloads() (gso, gro bool) { return u.gso.Load(), u.gro }
+
+func (r *reader) init(gro bool) {
 	for i := range r.hdrs {
 		h := &r.hdrs[i].Hdr
 		h.Name = &r.names[i][0]
 		h.Iov = &r.iovs[i]
 		h.SetIovlen(1)
+	}
+	if gro {
+		r.scratch = make([]byte, groMessages*maxDatagram)
+		for i := range groMessages {
+			r.iovs[i].Base = &r.scratch[i*maxDatagram]
+			r.iovs[i].SetLen(maxDatagram)
+		}
 	}
 	r.recv = r.recvmmsg
 }
@@ -187,8 +329,9 @@ func (r *reader) recvmmsg(fd uintptr) bool {
 	}
 }
 
-// Read reads up to min(len(bufs), MaxBatch) datagrams in one recvmmsg.
-// It does not allocate.
+// Read reads up to min(len(bufs), MaxBatch) datagrams, in one recvmmsg or
+// none (when an earlier Read left datagrams of a coalesced message). It
+// does not allocate.
 func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
 	vlen := min(len(bufs), MaxBatch)
 	if vlen == 0 {
@@ -199,6 +342,9 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 	}
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
+	if u.gro {
+		return u.readGRO(bufs[:vlen], sizes, from)
+	}
 	r := &u.r
 	for i, b := range bufs[:vlen] {
 		if len(b) > 0 {
@@ -213,17 +359,99 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 		r.hdrs[i].Len = 0
 	}
 	r.vlen = vlen
-	if err := u.raw.Read(r.recv); err != nil {
-		return 0, fmt.Errorf("read udp %s: %w", u.local, err)
-	}
-	if r.errno != 0 {
-		return 0, fmt.Errorf("read udp %s: %w", u.local, os.NewSyscallError("recvmmsg", r.errno))
+	if err := u.recv(); err != nil {
+		return 0, err
 	}
 	for i := range r.n {
 		sizes[i] = int(r.hdrs[i].Len)
 		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
 	}
 	return r.n, nil
+}
+
+// recv runs one recvmmsg of r.vlen messages.
+func (u *UDP) recv() error {
+	r := &u.r
+	if err := u.raw.Read(r.recv); err != nil {
+		return fmt.Errorf("read udp %s: %w", u.local, err)
+	}
+	if r.errno != 0 {
+		return fmt.Errorf("read udp %s: %w", u.local, os.NewSyscallError("recvmmsg", r.errno))
+	}
+	return nil
+}
+
+// readGRO hands out the datagrams of messages read earlier, or reads more
+// when none are left. Each datagram is copied once, from the scratch
+// buffer into the caller's.
+func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+	r := &u.r
+	if u.closed.Load() {
+		return 0, fmt.Errorf("read udp %s: %w", u.local, ErrClosed)
+	}
+	if r.next >= r.n {
+		for i := range groMessages {
+			h := &r.hdrs[i]
+			h.Hdr.Namelen = unix.SizeofSockaddrInet6
+			h.Hdr.Control = (*byte)(unsafe.Pointer(&r.ctrl[i][0]))
+			h.Hdr.SetControllen(int(unsafe.Sizeof(r.ctrl[i])))
+			h.Hdr.Flags = 0
+			h.Len = 0
+		}
+		r.vlen = groMessages
+		r.next, r.off, r.n = 0, 0, 0
+		if err := u.recv(); err != nil {
+			return 0, err
+		}
+		for i := range r.n {
+			h := &r.hdrs[i]
+			r.seg[i] = int(h.Len)
+			if s := groSize(r.ctrl[i][:], int(h.Hdr.Controllen)); s > 0 && s < int(h.Len) {
+				r.seg[i] = s
+				r.coalesced++
+			}
+			r.from[i] = sockaddrAddrPort(r.names[i][:min(int(h.Hdr.Namelen), len(r.names[i]))])
+		}
+	}
+	k := 0
+	for k < len(bufs) && r.next < r.n {
+		m := r.next
+		size := int(r.hdrs[m].Len)
+		end := min(r.off+r.seg[m], size)
+		base := m * maxDatagram
+		sizes[k] = copy(bufs[k], r.scratch[base+r.off:base+end])
+		from[k] = r.from[m]
+		k++
+		r.off = end
+		if r.off >= size { // also the way past an empty datagram
+			r.next++
+			r.off = 0
+		}
+	}
+	return k, nil
+}
+
+// groSize returns the segment size from a UDP_GRO control message in the
+// first n bytes of ctrl, or 0 when there is none (a lone datagram).
+func groSize(ctrl []uint64, n int) int {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&ctrl[0])), len(ctrl)*8)
+	b = b[:min(n, len(b))]
+	for len(b) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(b) {
+			return 0
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= unix.CmsgLen(4) {
+			return int(binary.NativeEndian.Uint32(b[unix.CmsgLen(0):]))
+		}
+		next := unix.CmsgSpace(l - unix.SizeofCmsghdr)
+		if next >= len(b) {
+			return 0
+		}
+		b = b[next:]
+	}
+	return 0
 }
 
 // sockaddrAddrPort reads a sockaddr_in or sockaddr_in6 as the kernel wrote
@@ -251,15 +479,41 @@ func sockaddrAddrPort(sa []byte) netip.AddrPort {
 }
 
 func (w *writer) init() {
-	for i := range w.msgs {
-		w.msgs[i].Buffers = w.bufs[i][:]
-		w.msgs[i].Addr = &w.addrs[i]
+	w.send = w.sendmmsg
+	for i := range w.ctrl {
+		b := unsafe.Slice((*byte)(unsafe.Pointer(&w.ctrl[i][0])), unix.CmsgSpace(2))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level = unix.SOL_UDP
+		h.Type = unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
 	}
 }
 
-// Write sends the datagrams in chunks of up to MaxBatch per sendmmsg. A
-// datagram the kernel refuses ends a sendmmsg early; Write skips it and
-// sends the rest. It does not allocate unless a datagram fails.
+// sendmmsg runs inside RawConn.Write; false on EAGAIN waits for room.
+func (w *writer) sendmmsg(fd uintptr) bool {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
+			uintptr(unsafe.Pointer(&w.hdrs[w.at])), uintptr(w.vlen), 0, 0, 0)
+		switch errno {
+		case 0:
+			w.n, w.errno = int(n), 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		default:
+			w.n, w.errno = 0, errno
+			return true
+		}
+	}
+}
+
+// Write sends the datagrams in as few sendmmsg calls as it can, a run of
+// equal-size datagrams to one peer as one GSO message where the kernel
+// can. A datagram the kernel refuses ends a sendmmsg early; Write skips it
+// (with GSO, its run) and sends the rest. It does not allocate unless a
+// datagram fails.
 func (u *UDP) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 	if len(to) < len(bufs) {
 		return 0, fmt.Errorf("write udp %s: %w", u.local, errArgsLen)
@@ -273,62 +527,125 @@ func (u *UDP) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 	// failures are not found in order.
 	var first error
 	firstAt := len(bufs)
+	fail := func(i int, err error) {
+		if i < firstAt {
+			firstAt, first = i, fmt.Errorf("write udp %s: send to %s: %w", u.local, to[i], err)
+		}
+	}
+	// plainUntil: datagrams before it go one per message, after a GSO
+	// send of theirs was refused as a whole.
+	plainUntil := 0
 	for next := 0; next < len(bufs); {
-		m := 0
-		for ; next < len(bufs) && m < MaxBatch; next++ {
-			if err := u.setDest(&w.addrs[m], &w.ips[m], to[next]); err != nil {
-				if next < firstAt {
-					firstAt, first = next, fmt.Errorf("write udp %s: send to %s: %w", u.local, to[next], err)
-				}
+		gso := u.gso.Load()
+		m, d := 0, 0 // messages and iovecs used
+		total := 0   // bytes in message m-1
+		open := false
+		for ; next < len(bufs) && d < MaxBatch; next++ {
+			b := bufs[next]
+			if open && gso && next >= plainUntil && to[next] == to[w.first[m-1]] &&
+				len(b) <= w.seg[m-1] && total+len(b) <= maxGSOBytes && w.count[m-1] < maxGSOSegments {
+				w.iovs[d] = iovec(b)
+				d++
+				w.count[m-1]++
+				total += len(b)
+				open = len(b) == w.seg[m-1] // a shorter one ends the run
 				continue
 			}
-			w.bufs[m][0] = bufs[next]
-			w.index[m] = next
+			namelen, err := u.sockaddr(&w.names[m], to[next])
+			if err != nil {
+				fail(next, err)
+				open = false
+				continue
+			}
+			w.iovs[d] = iovec(b)
+			h := &w.hdrs[m].Hdr
+			h.Name = &w.names[m][0]
+			h.Namelen = namelen
+			h.Iov = &w.iovs[d]
+			w.first[m], w.count[m], w.seg[m] = next, 1, len(b)
+			total = len(b)
+			open = len(b) > 0
 			m++
+			d++
+		}
+		for i := range m {
+			h := &w.hdrs[i].Hdr
+			h.SetIovlen(w.count[i])
+			if w.count[i] > 1 {
+				binary.NativeEndian.PutUint16(unsafe.Slice((*byte)(unsafe.Pointer(&w.ctrl[i][0])), unix.CmsgSpace(2))[unix.CmsgLen(0):], uint16(w.seg[i]))
+				h.Control = (*byte)(unsafe.Pointer(&w.ctrl[i][0]))
+				h.SetControllen(unix.CmsgSpace(2))
+			} else {
+				h.Control = nil
+				h.SetControllen(0)
+			}
 		}
 		for k := 0; k < m; {
-			c, err := w.pc.WriteBatch(w.msgs[k:m], 0)
-			if c > 0 {
-				sent += c
-				k += c
-			}
-			if err == nil {
-				continue
-			}
-			if errors.Is(err, net.ErrClosed) {
+			w.at, w.vlen = k, m-k
+			if err := u.raw.Write(w.send); err != nil {
 				return sent, fmt.Errorf("write udp %s: %w", u.local, err)
 			}
-			if i := w.index[k]; i < firstAt {
-				firstAt, first = i, fmt.Errorf("write udp %s: send to %s: %w", u.local, to[i], err)
+			if w.errno == 0 {
+				for _, c := range w.count[k : k+w.n] {
+					sent += c
+					if c > 1 {
+						w.gsoSends++
+					}
+				}
+				k += w.n
+				continue
 			}
+			if w.count[k] > 1 {
+				// The kernel refused the run as a whole. EIO: a device on
+				// the route cannot do the checksums GSO needs, so stop using
+				// it. Anything else (a segment over the route's MTU): send
+				// this run's datagrams one by one, to fail or pass alone.
+				if w.errno == unix.EIO {
+					u.gso.Store(false)
+				}
+				plainUntil = w.first[k] + w.count[k]
+				next = w.first[k]
+				break
+			}
+			fail(w.first[k], os.NewSyscallError("sendmmsg", w.errno))
 			k++ // sendmmsg stopped at the datagram it refused
 		}
 	}
 	return sent, first
 }
 
-// setDest fills a preallocated *net.UDPAddr for dst, reusing its IP bytes.
-func (u *UDP) setDest(a *net.UDPAddr, ip *[16]byte, dst netip.AddrPort) error {
+func iovec(b []byte) unix.Iovec {
+	var v unix.Iovec
+	if len(b) > 0 {
+		v.Base = &b[0]
+	}
+	v.SetLen(len(b))
+	return v
+}
+
+// sockaddr writes dst as the sockaddr this socket sends to and returns
+// its length.
+func (u *UDP) sockaddr(sa *[unix.SizeofSockaddrInet6]byte, dst netip.AddrPort) (uint32, error) {
 	addr := dst.Addr().Unmap()
 	switch {
 	case !addr.IsValid() || dst.Port() == 0:
-		return errNoAddr
-	case addr.Is4():
-		if u.v6 && !u.dual {
-			return errFamily
-		}
-		*(*[4]byte)(ip[:4]) = addr.As4()
-		a.IP = ip[:4]
-	default:
-		if !u.v6 {
-			return errFamily
-		}
-		*ip = addr.As16()
-		a.IP = ip[:16]
+		return 0, errNoAddr
+	case addr.Is4() && !u.v6:
+		*sa = [unix.SizeofSockaddrInet6]byte{}
+		binary.NativeEndian.PutUint16(sa[0:2], unix.AF_INET)
+		binary.BigEndian.PutUint16(sa[2:4], dst.Port())
+		*(*[4]byte)(sa[4:8]) = addr.As4()
+		return unix.SizeofSockaddrInet4, nil
+	case addr.Is4() && !u.dual, addr.Is6() && !u.v6:
+		return 0, errFamily
 	}
-	a.Port = int(dst.Port())
-	a.Zone = addr.Zone()
-	return nil
+	// IPv6, or IPv4 on a dual-stack socket (As16 maps it). The zone is
+	// dropped, as on receive: the underlay uses no link-local addresses.
+	*sa = [unix.SizeofSockaddrInet6]byte{}
+	binary.NativeEndian.PutUint16(sa[0:2], unix.AF_INET6)
+	binary.BigEndian.PutUint16(sa[2:4], dst.Port())
+	*(*[16]byte)(sa[8:24]) = addr.As16()
+	return unix.SizeofSockaddrInet6, nil
 }
 
 // BatchSize is MaxBatch.
@@ -341,6 +658,7 @@ func (u *UDP) LocalAddr() netip.AddrPort { return u.local }
 func (u *UDP) Close() error {
 	var err error
 	u.closeOnce.Do(func() {
+		u.closed.Store(true)
 		if cerr := u.conn.Close(); cerr != nil {
 			err = fmt.Errorf("close udp %s: %w", u.local, cerr)
 		}

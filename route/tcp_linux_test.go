@@ -1,0 +1,354 @@
+package route
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/vishvananda/netns"
+
+	"vxrouter/encap"
+	"vxrouter/tunnel"
+)
+
+// tcpNode is one side of TestTCPThroughForwarders: a namespace with an
+// underlay veth end, a TUN device (one or more queues), and the forwarder.
+type tcpNode struct {
+	ns      netns.NsHandle
+	name    string // of the namespace
+	under   netip.Addr
+	tunAddr netip.Addr
+	subnet  netip.Prefix
+	vtep    net.HardwareAddr
+	fwd     *Forwarder
+	table   *Table
+	checks  []*checkedDevice // one per queue, checking what it reads
+}
+
+// checked, maxBatch and bad sum up the node's queues.
+func (n *tcpNode) checked() (checked, maxBatch int64, bad []string) {
+	for _, c := range n.checks {
+		checked += c.checked.Load()
+		maxBatch = max(maxBatch, c.maxBatch.Load())
+		c.mu.Lock()
+		bad = append(bad, c.bad...)
+		c.mu.Unlock()
+	}
+	return checked, maxBatch, bad
+}
+
+// run runs argv, failing the test with its output.
+func run(t *testing.T, argv ...string) {
+	t.Helper()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// addNetns creates a named namespace and deletes it when the test ends.
+func addNetns(t *testing.T, name string) netns.NsHandle {
+	t.Helper()
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// inNetns runs fn on a locked OS thread switched into ns: the sockets and
+// devices fn makes stay in ns.
+func inNetns(t *testing.T, ns netns.NsHandle, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("current netns: %v", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("enter netns: %v", err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			t.Errorf("leave netns: %v", err)
+			return // the thread stays locked and dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+	}()
+	fn()
+}
+
+// checkedDevice wraps a Device and checks every packet Read returns with
+// gopacket: IPv4 header and TCP checksums valid, length within the MTU.
+// With offloads, that is the segmentation of the kernel's super-packets.
+type checkedDevice struct {
+	tunnel.Device
+	mtu      int
+	maxBatch atomic.Int64 // most packets one Read returned
+	checked  atomic.Int64
+	mu       sync.Mutex
+	bad      []string
+}
+
+func (d *checkedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := d.Device.Read(bufs, sizes, offset)
+	if int64(n) > d.maxBatch.Load() {
+		d.maxBatch.Store(int64(n))
+	}
+	for i := range n {
+		if msg := checkSegment(bufs[i][offset:offset+sizes[i]], d.mtu); msg != "" {
+			d.mu.Lock()
+			if len(d.bad) < 5 {
+				d.bad = append(d.bad, msg)
+			}
+			d.mu.Unlock()
+		}
+		d.checked.Add(1)
+	}
+	return n, err
+}
+
+// checkSegment verifies an IPv4 packet's header checksum and, for TCP,
+// its checksum, by recomputing both with gopacket.
+func checkSegment(pkt []byte, mtu int) string {
+	if len(pkt) > mtu {
+		return fmt.Sprintf("%d-byte packet over the MTU %d", len(pkt), mtu)
+	}
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return "" // IPv6 router solicitations and such: not ours to check
+	}
+	p := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default)
+	ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if ip == nil {
+		return fmt.Sprintf("not IPv4: %v", p.ErrorLayer())
+	}
+	if got, want := binary.BigEndian.Uint16(pkt[10:12]), ipv4HeaderChecksum(pkt[:ip.IHL*4]); got != want {
+		return fmt.Sprintf("IPv4 header checksum %#04x, want %#04x", got, want)
+	}
+	if int(ip.Length) != len(pkt) {
+		return fmt.Sprintf("IPv4 total length %d, packet %d bytes", ip.Length, len(pkt))
+	}
+	tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if tcp == nil {
+		return ""
+	}
+	got := tcp.Checksum
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, tcp, gopacket.Payload(tcp.Payload)); err != nil {
+		return err.Error()
+	}
+	if want := tcp.Checksum; got != want {
+		return fmt.Sprintf("TCP checksum %#04x, want %#04x (seq %d, %d payload bytes)", got, want, tcp.Seq, len(tcp.Payload))
+	}
+	return ""
+}
+
+func ipv4HeaderChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		if i == 10 {
+			continue
+		}
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// tcpCase is one way of running the data plane.
+type tcpCase struct {
+	name    string
+	backend string
+	queues  int
+	udp     tunnel.UDPOptions
+}
+
+// TestTCPThroughForwarders sends 10 MB over TCP from a socket in one
+// namespace to a socket in another, through real TUN devices, two
+// forwarders and VXLAN over a real veth, with each TUN backend and with
+// UDP offloads on and off, and checks that every byte arrives in order,
+// that every segment read from the TUN has valid checksums, and, with
+// offloads, that the kernel handed over super-packets.
+func TestTCPThroughForwarders(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces, veth and TUN devices")
+	}
+	for _, c := range []tcpCase{
+		{name: "offload", backend: tunnel.BackendOffload, queues: 1},
+		{name: "offload-2queues", backend: tunnel.BackendOffload, queues: 2},
+		{name: "offload-no-udp-offloads", backend: tunnel.BackendOffload, queues: 1, udp: tunnel.UDPOptions{NoGSO: true, NoGRO: true}},
+		{name: "water", backend: tunnel.BackendWater, queues: 1},
+	} {
+		t.Run(c.name, func(t *testing.T) { testTCPThroughForwarders(t, c) })
+	}
+}
+
+func testTCPThroughForwarders(t *testing.T, c tcpCase) {
+	tag := fmt.Sprintf("vxrrt%06x", rand.Uint32()&0xffffff)
+	a := &tcpNode{name: tag + "a", under: netip.MustParseAddr("10.231.0.1"), tunAddr: netip.MustParseAddr("172.16.99.1"),
+		subnet: netip.MustParsePrefix("172.16.99.0/24"), vtep: net.HardwareAddr{0x02, 0, 0, 0, 0, 0xa}}
+	b := &tcpNode{name: tag + "b", under: netip.MustParseAddr("10.231.0.2"), tunAddr: netip.MustParseAddr("172.16.57.1"),
+		subnet: netip.MustParsePrefix("172.16.57.0/24"), vtep: net.HardwareAddr{0x02, 0, 0, 0, 0, 0xb}}
+	for _, n := range []*tcpNode{a, b} {
+		n.ns = addNetns(t, n.name)
+	}
+	run(t, "ip", "link", "add", "ul0", "netns", a.name, "type", "veth", "peer", "name", "ul0", "netns", b.name)
+	const underlayMTU, mtu = 1500, 1450
+	for _, n := range []*tcpNode{a, b} {
+		run(t, "ip", "-n", n.name, "addr", "add", n.under.String()+"/24", "dev", "ul0")
+		run(t, "ip", "-n", n.name, "link", "set", "ul0", "mtu", fmt.Sprint(underlayMTU), "up")
+		run(t, "ip", "-n", n.name, "link", "set", "lo", "up")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() }) // forwarders stop before namespaces go
+	for _, n := range []*tcpNode{a, b} {
+		var devs []tunnel.Device
+		var uls []*tunnel.UDP
+		inNetns(t, n.ns, func() {
+			var backend string
+			var err error
+			devs, backend, err = tunnel.OpenTUN("vxt0", tunnel.TUNOptions{Backend: c.backend, Queues: c.queues})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if backend != c.backend {
+				t.Fatalf("OpenTUN gave backend %s, want %s", backend, c.backend)
+			}
+			if uls, err = tunnel.ListenUDPQueues(netip.AddrPortFrom(n.under, 8472), len(devs), c.udp); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if len(devs) != c.queues {
+			t.Fatalf("%d queues, want %d", len(devs), c.queues)
+		}
+		run(t, "ip", "-n", n.name, "link", "set", "vxt0", "mtu", fmt.Sprint(mtu), "up")
+		run(t, "ip", "-n", n.name, "addr", "add", n.tunAddr.String()+"/32", "dev", "vxt0")
+		run(t, "ip", "-n", n.name, "route", "add", "172.16.0.0/16", "dev", "vxt0", "src", n.tunAddr.String())
+
+		var err error
+		if n.table, err = NewTable(1, n.vtep); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := encap.NewDecoder(1, n.vtep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var qs []Queue
+		for i := range devs {
+			cd := &checkedDevice{Device: devs[i], mtu: mtu}
+			n.checks = append(n.checks, cd)
+			qs = append(qs, Queue{Dev: cd, Underlay: uls[i]})
+		}
+		if c.udp == (tunnel.UDPOptions{}) {
+			if gso, gro := uls[0].Offloads(); !gso || !gro {
+				t.Logf("kernel without UDP offloads: GSO %v, GRO %v", gso, gro)
+			}
+		}
+		n.fwd = NewForwarderQueues(qs, n.table, dec, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.fwd.Run(ctx); err != nil {
+				t.Errorf("forwarder %s: %v", n.name, err)
+			}
+		}()
+	}
+	for _, p := range [][2]*tcpNode{{a, b}, {b, a}} {
+		if err := p[0].table.Set(p[1].subnet, netip.AddrPortFrom(p[1].under, 8472), p[1].vtep); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// 10 MB from a to b, as one write, so the kernel may send super-packets.
+	data := make([]byte, 10<<20)
+	rng := rand.NewChaCha8([32]byte{1, 2, 3})
+	rng.Read(data)
+	var ln net.Listener
+	inNetns(t, b.ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", net.JoinHostPort(b.tunAddr.String(), "5001")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer ln.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		b, _ := io.ReadAll(conn)
+		got <- b
+	}()
+	var conn net.Conn
+	inNetns(t, a.ns, func() {
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: a.tunAddr.AsSlice()}}
+		var err error
+		if conn, err = d.Dial("tcp4", net.JoinHostPort(b.tunAddr.String(), "5001")); err != nil {
+			t.Fatalf("dial through the overlay: %v (a: %v, b: %v)", err, a.fwd.Snapshot(), b.fwd.Snapshot())
+		}
+	})
+	start := time.Now()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.Write(data); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	conn.Close()
+	recv := <-got
+	elapsed := time.Since(start)
+	if !bytes.Equal(recv, data) {
+		t.Fatalf("received %d bytes, want the %d sent, byte for byte (a: %v, b: %v)", len(recv), len(data), a.fwd.Snapshot(), b.fwd.Snapshot())
+	}
+	checkedA, maxBatchA, _ := a.checked()
+	t.Logf("10 MB in %s (%.2f Gbit/s); a: %v; b: %v; segments checked %d, largest TUN read %d packets",
+		elapsed.Round(time.Millisecond), float64(len(data))*8/elapsed.Seconds()/1e9, a.fwd.Snapshot(), b.fwd.Snapshot(),
+		checkedA, maxBatchA)
+
+	for _, n := range []*tcpNode{a, b} {
+		if _, _, bad := n.checked(); len(bad) > 0 {
+			t.Errorf("%s read bad segments from its TUN: %s", n.name, strings.Join(bad, "; "))
+		}
+		// NoRoute is allowed: the kernel sends IPv6 router solicitations
+		// into a fresh TUN device, and no lease covers ff02::2.
+		if d := n.fwd.Drops() - n.fwd.NoRoute.Load(); d > 0 {
+			t.Errorf("%s dropped %d packets: %v", n.name, d, n.fwd.Snapshot())
+		}
+	}
+	if checkedA == 0 {
+		t.Error("no segment was read from a's TUN")
+	}
+	if c.backend == tunnel.BackendOffload && maxBatchA < 2 {
+		t.Errorf("the offload device never returned more than %d packets from one Read: no super-packets", maxBatchA)
+	}
+	if c.backend == tunnel.BackendWater && maxBatchA != 1 {
+		t.Errorf("water returned %d packets from one Read", maxBatchA)
+	}
+}

@@ -1,0 +1,312 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Names of the TUN backends, as --tun-backend takes them.
+const (
+	// BackendOffload is a TUN device with IFF_VNET_HDR and TUNSETOFFLOAD:
+	// the kernel hands over 64 KB TCP (and, from Linux 6.2, UDP)
+	// super-packets, which Read splits into MTU-size segments with correct
+	// checksums, and takes coalesced ones back from Write. It can have
+	// several queues.
+	BackendOffload = "offload"
+	// BackendWater is a plain TUN device: one packet per read(2) and
+	// write(2), one queue. The baseline, and the fallback where the kernel
+	// refuses offloads.
+	BackendWater = "water"
+)
+
+// VirtioNetHdrLen is the virtio-net header the offload backend's Write puts
+// in front of each packet, inside the offset the caller leaves: its Write
+// needs offset >= VirtioNetHdrLen.
+const VirtioNetHdrLen = 10
+
+// tunTCPOffloads are what an offload device asks TUNSETOFFLOAD for, and
+// what the probe checks: checksum offload and TSO for IPv4 and IPv6. (UDP
+// segmentation, USO, is asked for on top where the kernel has it; a kernel
+// without it still works.)
+const tunTCPOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
+// TUNOptions say how OpenTUN opens a device.
+type TUNOptions struct {
+	// Backend is BackendOffload (also what "" means) or BackendWater.
+	// Offload falls back to water, with a warning in Log, when the kernel
+	// refuses IFF_VNET_HDR or TUNSETOFFLOAD.
+	Backend string
+	// Queues is how many queues (file descriptors, IFF_MULTI_QUEUE) the
+	// offload backend opens; the kernel spreads flows over them, each flow
+	// on one queue. 0 means 1. The water backend always has one.
+	Queues int
+	// Log gets the fallback warning. nil discards it.
+	Log *slog.Logger
+
+	// probe stands in for the TUNSETOFFLOAD probe in tests, to exercise
+	// the fallback on a kernel that has offloads.
+	probe func(fd int) error
+}
+
+// OpenTUN opens the TUN device name (created if it does not exist, chosen
+// by the kernel if "") with the backend o asks for, and returns one Device
+// per queue and the backend it used. All queues are the same kernel
+// device: Name is the same on each, and closing the last one removes it.
+func OpenTUN(name string, o TUNOptions) ([]Device, string, error) {
+	switch o.Backend {
+	case BackendWater:
+		d, err := OpenWater(name)
+		if err != nil {
+			return nil, "", err
+		}
+		return []Device{d}, BackendWater, nil
+	case BackendOffload, "":
+	default:
+		return nil, "", fmt.Errorf("open tun %q: unknown backend %q (want %s or %s)", name, o.Backend, BackendOffload, BackendWater)
+	}
+	devs, err := openOffload(name, max(o.Queues, 1), o.probe)
+	if err == nil {
+		return devs, BackendOffload, nil
+	}
+	if !errors.Is(err, errOffloadRefused) {
+		return nil, "", err
+	}
+	if o.Log != nil {
+		o.Log.Warn("tun offloads refused by the kernel; using the water backend (one packet per syscall, one queue)", "dev", name, "err", err)
+	}
+	d, werr := OpenWater(name)
+	if werr != nil {
+		return nil, "", werr
+	}
+	return []Device{d}, BackendWater, nil
+}
+
+// OpenOffload opens the TUN device name with IFF_VNET_HDR and offloads, with
+// queues queues (IFF_MULTI_QUEUE when more than one). It fails, with an
+// error that names the kernel's refusal, where the kernel lacks them;
+// OpenTUN falls back to water then.
+func OpenOffload(name string, queues int) ([]Device, error) {
+	return openOffload(name, max(queues, 1), nil)
+}
+
+// errOffloadRefused marks errors that mean "this kernel (or sandbox) will
+// not do TUN offloads", as opposed to "this device cannot be opened".
+var errOffloadRefused = errors.New("tun offloads refused")
+
+func openOffload(name string, queues int, probe func(int) error) (devs []Device, err error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("open tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
+	}
+	if probe == nil {
+		probe = func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunTCPOffloads) }
+	}
+	defer func() {
+		if err != nil {
+			for _, d := range devs {
+				d.Close()
+			}
+			devs = nil
+		}
+	}()
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if queues > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	for q := range queues {
+		d, err := openOffloadQueue(name, q, flags, probe)
+		if err != nil {
+			return devs, err
+		}
+		name = d.name // the kernel's choice, for "", and for the other queues
+		devs = append(devs, d)
+	}
+	return devs, nil
+}
+
+// openOffloadQueue opens one queue (file descriptor) of the device.
+func openOffloadQueue(name string, q int, flags uint16, probe func(int) error) (*offloadDevice, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open tun %q: %w", name, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err})
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open tun %q: %w", name, err)
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		err = os.NewSyscallError("ioctl TUNSETIFF", err)
+		if errors.Is(err, unix.EINVAL) && q == 0 {
+			// A kernel without IFF_VNET_HDR (or IFF_MULTI_QUEUE) says EINVAL.
+			return nil, fmt.Errorf("open tun %q with flags %#x: %w: %w", name, flags, errOffloadRefused, err)
+		}
+		return nil, fmt.Errorf("open tun %q queue %d: %w", name, q, err)
+	}
+	if err := probe(fd); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open tun %q: %w: %w", name, errOffloadRefused, os.NewSyscallError("ioctl TUNSETOFFLOAD", err))
+	}
+	devName := ifr.Name()
+	ctl, err := newMTUQuery(devName)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// From here the fd belongs to wireguard-go's device: it sets it
+	// non-blocking, wraps it in an *os.File (Go's poller, so Close
+	// unblocks Read), asks TUNSETOFFLOAD again (plus USO where the kernel
+	// has it) and reads the virtio-net headers. It starts no goroutine.
+	tun, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		// The fd is in an *os.File now, whose finalizer closes it; closing
+		// it here too could close a descriptor reused in the meantime.
+		ctl.close()
+		return nil, fmt.Errorf("open tun %q: %w", devName, err)
+	}
+	return &offloadDevice{tun: tun, name: devName, queue: q, mtu: ctl}, nil
+}
+
+// offloadDevice is one queue of a TUN device with offloads, through
+// golang.zx2c4.com/wireguard/tun, whose batched interface is ours but for
+// the names. It adds what ours promises: errors that name the device and
+// match ErrClosed, a packet count from Write, MTU from any namespace.
+type offloadDevice struct {
+	tun   wgtun.Device
+	name  string
+	queue int
+	mtu   *mtuQuery
+}
+
+// Read reads one packet or one super-packet, split into segments, one per
+// buffer. len(bufs) must be >= BatchSize(): a 64 KB TCP super-packet with
+// a small MSS takes that many.
+func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if len(sizes) < len(bufs) {
+		return 0, fmt.Errorf("read tun %q: %w", d.name, errArgsLen)
+	}
+	if offset < 0 || offset >= len(bufs[0]) {
+		return 0, fmt.Errorf("read tun %q: offset %d outside a %d-byte buffer", d.name, offset, len(bufs[0]))
+	}
+	n, err := d.tun.Read(bufs, sizes, offset)
+	if err != nil {
+		return n, d.fail("read", err)
+	}
+	return n, nil
+}
+
+// Write coalesces what it can (TCP and UDP segments of one flow, in
+// order), writes the result with a virtio-net header in front of each,
+// and returns how many of bufs it wrote, coalesced ones included. It uses
+// the VirtioNetHdrLen bytes in front of offset and, to coalesce, the
+// buffers' capacity past their length (up to 64 KB each), and may change
+// the slice headers in bufs.
+func (d *offloadDevice) Write(bufs [][]byte, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if offset < VirtioNetHdrLen {
+		return 0, fmt.Errorf("write tun %q: offset %d leaves no room for the %d-byte virtio-net header", d.name, offset, VirtioNetHdrLen)
+	}
+	for i, b := range bufs {
+		if offset >= len(b) {
+			// wireguard-go rejects the whole batch for one such packet.
+			return 0, fmt.Errorf("write tun %q: packet %d: offset %d leaves nothing of %d bytes", d.name, i, offset, len(b))
+		}
+	}
+	_, err := d.tun.Write(bufs, offset)
+	if err == nil {
+		return len(bufs), nil
+	}
+	err = d.fail("write", err)
+	if errors.Is(err, ErrClosed) {
+		return 0, err
+	}
+	// The errors are joined, one per refused write; coalescing only ever
+	// joins packets that the kernel would take alike, so count each as one.
+	failed := 1
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		failed = max(len(joined.Unwrap()), 1)
+	}
+	return max(len(bufs)-failed, 0), err
+}
+
+// fail names the operation and the device, and makes a closed device
+// match ErrClosed, as water's does.
+func (d *offloadDevice) fail(op string, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("%s tun %q: %w (%w)", op, d.name, ErrClosed, err)
+	}
+	return fmt.Errorf("%s tun %q: %w", op, d.name, err)
+}
+
+// BatchSize is wireguard-go's batch size with offloads, 128.
+func (d *offloadDevice) BatchSize() int { return d.tun.BatchSize() }
+
+// MTU asks the kernel through a socket opened next to the device, so it
+// works from any goroutine, whatever namespace its thread is in.
+func (d *offloadDevice) MTU() (int, error) { return d.mtu.get() }
+
+// Name is the device's name in the kernel.
+func (d *offloadDevice) Name() string { return d.name }
+
+// Close closes this queue; closing the last queue removes the device.
+func (d *offloadDevice) Close() error {
+	d.mtu.close()
+	if err := d.tun.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("close tun %q queue %d: %w", d.name, d.queue, err)
+	}
+	return nil
+}
+
+// mtuQuery asks the kernel for a device's MTU through a datagram socket
+// made in the device's namespace.
+type mtuQuery struct {
+	name string
+	mu   sync.Mutex
+	fd   int // -1 once closed
+}
+
+func newMTUQuery(name string) (*mtuQuery, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open tun %q: control socket: %w", name, os.NewSyscallError("socket", err))
+	}
+	return &mtuQuery{name: name, fd: fd}, nil
+}
+
+func (q *mtuQuery) get() (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd < 0 {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, ErrClosed)
+	}
+	ifr, err := unix.NewIfreq(q.name)
+	if err != nil {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, err)
+	}
+	if err := unix.IoctlIfreq(q.fd, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, os.NewSyscallError("ioctl SIOCGIFMTU", err))
+	}
+	return int(ifr.Uint32()), nil
+}
+
+func (q *mtuQuery) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd >= 0 {
+		unix.Close(q.fd)
+		q.fd = -1
+	}
+}

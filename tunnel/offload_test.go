@@ -1,0 +1,254 @@
+package tunnel
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// offloadRig is an offload TUN device with queues queues, up in a fresh
+// namespace with tunAddr/24, and two UDP sockets on that address.
+type offloadRig struct {
+	devs           []Device
+	nl             *netlink.Handle
+	sender, recver *net.UDPConn
+}
+
+func newOffloadRig(t *testing.T, queues int) *offloadRig {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a TUN device in a new network namespace")
+	}
+	ns := newNetns(t)
+	nl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatalf("netlink in netns: %v", err)
+	}
+	t.Cleanup(nl.Close)
+	r := &offloadRig{nl: nl}
+	inNetns(t, ns, func() {
+		devs, backend, err := OpenTUN("vxrt1", TUNOptions{Queues: queues})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if backend != BackendOffload {
+			t.Skipf("kernel refused offloads: backend %s", backend)
+		}
+		r.devs = devs
+		t.Cleanup(func() {
+			for _, d := range devs {
+				d.Close()
+			}
+		})
+		link, err := nl.LinkByName("vxrt1")
+		if err != nil {
+			t.Fatalf("TUN device is not in the namespace: %v", err)
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: tunAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+		if err := nl.AddrAdd(link, addr); err != nil {
+			t.Fatalf("add address: %v", err)
+		}
+		if err := nl.LinkSetUp(link); err != nil {
+			t.Fatalf("link up: %v", err)
+		}
+		for _, c := range []**net.UDPConn{&r.sender, &r.recver} {
+			if *c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr, 0))); err != nil {
+				t.Fatal(err)
+			}
+			conn := *c
+			t.Cleanup(func() { conn.Close() })
+		}
+	})
+	return r
+}
+
+// batch allocates what the forwarder gives an offload device's Read.
+func batch(dev Device) ([][]byte, []int) {
+	bufs := make([][]byte, dev.BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+65535)
+	}
+	return bufs, make([]int, len(bufs))
+}
+
+func TestOffloadTUN(t *testing.T) {
+	r := newOffloadRig(t, 2)
+
+	t.Run("queues and flags", func(t *testing.T) {
+		if len(r.devs) != 2 {
+			t.Fatalf("%d devices, want one per queue, 2", len(r.devs))
+		}
+		for i, d := range r.devs {
+			if d.Name() != "vxrt1" || d.BatchSize() < 64 {
+				t.Errorf("queue %d: Name %q, BatchSize %d; want vxrt1, >= 64", i, d.Name(), d.BatchSize())
+			}
+		}
+		link, err := r.nl.LinkByName("vxrt1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tt, ok := link.(*netlink.Tuntap)
+		if !ok {
+			t.Fatalf("vxrt1 is a %T", link)
+		}
+		want := netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_MULTI_QUEUE | netlink.TUNTAP_NO_PI
+		if tt.Flags&want != want || tt.Queues != 2 {
+			t.Errorf("flags %#x, queues %d; want %#x set and 2 queues", tt.Flags, tt.Queues, want)
+		}
+		if err := r.nl.LinkSetMTU(link, 1400); err != nil {
+			t.Fatal(err)
+		}
+		if mtu, err := r.devs[1].MTU(); mtu != 1400 || err != nil {
+			t.Errorf("MTU = %d, %v; want 1400", mtu, err)
+		}
+	})
+
+	t.Run("read, write and no allocations", func(t *testing.T) {
+		// A datagram routed into the device comes out of one of its
+		// queues: read both until it shows.
+		dst := netip.AddrPortFrom(peerAddr, 9000)
+		payload := []byte("out of an offload TUN")
+		if _, err := r.sender.WriteToUDPAddrPort(payload, dst); err != nil {
+			t.Fatal(err)
+		}
+		found := make(chan int, 2)
+		for q, d := range r.devs {
+			go func() {
+				bufs, sizes := batch(d)
+				for {
+					n, err := d.Read(bufs, sizes, headroom)
+					if err != nil {
+						return
+					}
+					for i := range n {
+						if bytes.HasSuffix(bufs[i][headroom:headroom+sizes[i]], payload) {
+							found <- q
+							return
+						}
+					}
+				}
+			}()
+		}
+		var q int
+		select {
+		case q = <-found:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the datagram never came out of the device")
+		}
+		t.Logf("flow on queue %d", q)
+
+		to := r.recver.LocalAddr().(*net.UDPAddr).AddrPort()
+		pkt := withHeadroom(udpPacket(t, netip.AddrPortFrom(peerAddr, 7777), to, []byte("into an offload TUN")))
+		// Write may coalesce into the buffer's spare capacity.
+		buf := make([]byte, len(pkt), 65535)
+		bufs := [][]byte{buf}
+		write := func() {
+			copy(buf, pkt)
+			bufs[0] = buf
+			if n, err := r.devs[0].Write(bufs, headroom); n != 1 || err != nil {
+				t.Fatalf("Write = %d, %v", n, err)
+			}
+		}
+		write()
+		r.recver.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 2048)
+		if n, _, err := r.recver.ReadFromUDPAddrPort(got); err != nil || string(got[:n]) != "into an offload TUN" {
+			t.Fatalf("socket got %q, %v", got[:n], err)
+		}
+		if raceEnabled {
+			return
+		}
+		if allocs := testing.AllocsPerRun(50, write); allocs != 0 {
+			t.Errorf("Write: %v allocations per packet, want 0", allocs)
+		}
+		for range 51 {
+			if _, _, err := r.recver.ReadFromUDPAddrPort(got); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
+	t.Run("bad arguments", func(t *testing.T) {
+		d := r.devs[0]
+		if _, err := d.Write([][]byte{withHeadroom([]byte{0x45})}, 4); err == nil || !strings.Contains(err.Error(), "virtio") {
+			t.Errorf("Write with a 4-byte offset = %v; want an error about the virtio-net header", err)
+		}
+		bufs, sizes := batch(d)
+		if _, err := d.Read(bufs, sizes[:1], headroom); err == nil {
+			t.Error("Read with too few sizes succeeded")
+		}
+	})
+
+	t.Run("close", func(t *testing.T) {
+		for _, d := range r.devs {
+			if err := d.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+		}
+		bufs, sizes := batch(r.devs[0])
+		if _, err := r.devs[0].Read(bufs, sizes, headroom); !errors.Is(err, ErrClosed) {
+			t.Errorf("Read after Close = %v, want ErrClosed", err)
+		}
+		if _, err := r.devs[0].Write([][]byte{withHeadroom([]byte{0x45, 0})}, headroom); !errors.Is(err, ErrClosed) {
+			t.Errorf("Write after Close = %v, want ErrClosed", err)
+		}
+		gone := time.Now().Add(5 * time.Second)
+		for {
+			_, err := r.nl.LinkByName("vxrt1")
+			if errors.As(err, new(netlink.LinkNotFoundError)) {
+				break
+			}
+			if time.Now().After(gone) {
+				t.Fatalf("vxrt1 still there after closing every queue (LinkByName: %v)", err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// TestOpenTUNFallsBackToWater makes the offload probe fail, as a kernel
+// without TUNSETOFFLOAD would, and wants a working water device and a
+// warning.
+func TestOpenTUNFallsBackToWater(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates a TUN device in a new network namespace")
+	}
+	ns := newNetns(t)
+	var logBuf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logBuf, nil))
+	inNetns(t, ns, func() {
+		devs, backend, err := OpenTUN("vxrt2", TUNOptions{Queues: 2, Log: log,
+			probe: func(int) error { return unix.EINVAL }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			for _, d := range devs {
+				d.Close()
+			}
+		}()
+		if backend != BackendWater || len(devs) != 1 || devs[0].BatchSize() != 1 || devs[0].Name() != "vxrt2" {
+			t.Fatalf("backend %s, %d devices; want water, 1 device named vxrt2 with BatchSize 1", backend, len(devs))
+		}
+	})
+	if !strings.Contains(logBuf.String(), "level=WARN") || !strings.Contains(logBuf.String(), "water") {
+		t.Errorf("no warning about the fallback in the log:\n%s", logBuf.String())
+	}
+
+	// A device that cannot be opened at all is an error, not a fallback.
+	if _, _, err := OpenTUN("a-name-longer-than-ifnamsiz", TUNOptions{}); err == nil {
+		t.Error("OpenTUN with a 27-byte name succeeded")
+	}
+	if _, _, err := OpenTUN("vxrt3", TUNOptions{Backend: "dpdk"}); err == nil {
+		t.Error("OpenTUN with an unknown backend succeeded")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"vxrouter/encap"
@@ -30,6 +31,28 @@ type Forwarder struct {
 	table  *Table
 	dec    encap.Decoder
 	log    *slog.Logger
+	tap    atomic.Pointer[tapHolder] // nil unless something is capturing
+}
+
+// Tap sees every datagram the forwarder sends to a peer and every one it
+// accepts from a peer (the UDP payload: VXLAN header, inner Ethernet,
+// inner packet), for packet capture. It is called from the forwarding
+// loops, so it must be quick and must not keep the slices.
+type Tap interface {
+	Sent(frame []byte, to netip.AddrPort)
+	Received(frame []byte, from netip.AddrPort)
+}
+
+type tapHolder struct{ Tap }
+
+// SetTap starts showing datagrams to t, or stops with nil. Without a tap
+// the loops pay one atomic load per batch.
+func (f *Forwarder) SetTap(t Tap) {
+	if t == nil {
+		f.tap.Store(nil)
+		return
+	}
+	f.tap.Store(&tapHolder{t})
 }
 
 // Queue is one queue of the TUN device and the underlay socket that goes
@@ -145,6 +168,11 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 		if len(out) == 0 {
 			continue
 		}
+		if t := f.tap.Load(); t != nil {
+			for i := range out {
+				t.Sent(out[i], to[i])
+			}
+		}
 		sent, err := q.Underlay.Write(out, to)
 		var bytes uint64
 		for _, b := range out[:sent] {
@@ -258,6 +286,7 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 // buffer up to the end of its inner packet: the inner packet starts at
 // encap.HeaderLen, where the TUN write begins.
 func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort, out [][]byte) [][]byte {
+	tap := f.tap.Load()
 	for i, buf := range bufs {
 		if !f.table.KnownSender(from[i].Addr()) {
 			f.UnknownSender.Add(1)
@@ -267,6 +296,9 @@ func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort
 		if r != encap.OK {
 			f.Decap[r].Add(1)
 			continue
+		}
+		if tap != nil {
+			tap.Received(buf[:sizes[i]], from[i])
 		}
 		out = append(out, buf[:encap.HeaderLen+len(inner)])
 	}

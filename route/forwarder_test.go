@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -307,5 +308,60 @@ func BenchmarkForwarderBatch(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// recordingTap keeps copies of what it is shown.
+type recordingTap struct {
+	mu             sync.Mutex
+	sent, received [][]byte
+	to, from       []netip.AddrPort
+}
+
+func (r *recordingTap) Sent(frame []byte, to netip.AddrPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, bytes.Clone(frame))
+	r.to = append(r.to, to)
+}
+
+func (r *recordingTap) Received(frame []byte, from netip.AddrPort) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.received = append(r.received, bytes.Clone(frame))
+	r.from = append(r.from, from)
+}
+
+func TestTapSeesWhatCrosses(t *testing.T) {
+	p := newPair(t, 8)
+	tapA, tapB := &recordingTap{}, &recordingTap{}
+	p.fwdA.SetTap(tapA)
+	p.fwdB.SetTap(tapB)
+	pkt := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("captured"))
+	p.devA.Inject(pkt)
+	receive(t, p.devB.Written())
+
+	tapA.mu.Lock()
+	tapB.mu.Lock()
+	if len(tapA.sent) != 1 || len(tapB.received) != 1 {
+		t.Fatalf("A sent %d, B received %d; want 1 and 1", len(tapA.sent), len(tapB.received))
+	}
+	if !bytes.Equal(tapA.sent[0], tapB.received[0]) || !bytes.Equal(tapA.sent[0][encap.HeaderLen:], pkt) {
+		t.Errorf("tapped frames differ:\nA % x\nB % x", tapA.sent[0], tapB.received[0])
+	}
+	if tapA.to[0] != p.addrB || tapB.from[0] != p.addrA {
+		t.Errorf("addresses: to %v from %v, want %v and %v", tapA.to[0], tapB.from[0], p.addrB, p.addrA)
+	}
+	tapA.mu.Unlock()
+	tapB.mu.Unlock()
+
+	// Without a tap nothing more is recorded.
+	p.fwdA.SetTap(nil)
+	p.devA.Inject(pkt)
+	receive(t, p.devB.Written())
+	tapA.mu.Lock()
+	defer tapA.mu.Unlock()
+	if len(tapA.sent) != 1 {
+		t.Errorf("A's removed tap saw %d frames", len(tapA.sent))
 	}
 }

@@ -39,6 +39,7 @@ func newApp() *cli.App {
 			demoCommand(),
 			explainCommand(),
 			etcdCommand(),
+			benchCommand(),
 		},
 		EnableBashCompletion: true,
 	}

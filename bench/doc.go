@@ -1,0 +1,83 @@
+// Package bench measures overlay data planes against each other on one
+// machine, in one run: the bare underlay, the kernel's vxlan as flannel
+// programs it, and vxrouter with each of its TUN backends. It is what
+// `vxrouter bench` runs. It needs root.
+//
+// # What is measured
+//
+// Every scenario is a fresh lab topology (see package lab): an underlay
+// bridge, two hosts on it, one pod on each, traffic from pod A on node1 to
+// pod B on node2, so every packet crosses both hosts' forwarding and, for
+// the overlays, is encapsulated on one and decapsulated on the other:
+//
+//   - underlay: no overlay at all; each host routes the other's pod subnet
+//     via the other's underlay address (flannel's host-gw). Same hops,
+//     no encapsulation: the ceiling.
+//   - kernel-vxlan: flannel.1 on both hosts with static peers, exactly as
+//     flannel's vxlan backend programs it. The baseline every ratio uses.
+//   - vxrouter-water, vxrouter-offload: a vxrouter node on each host
+//     (`vxrouter run --tun-backend water|offload`), leases in an embedded
+//     etcd reached over a unix socket.
+//
+// The traffic generator is in this package, so nothing needs installing.
+// Sockets are opened inside the pods' namespaces (lab.Pod.Do) and driven
+// from goroutines of this process; a socket stays in the namespace it was
+// made in. The tests, in order:
+//
+//   - tcp1, tcp4: one or four TCP connections; the client writes 128 KiB
+//     at a time for --duration, then closes; the server reads until end
+//     of file. Gbit/s = bytes the server read / time from the first write
+//     to the last end of file (data still queued at the end counts, and so
+//     does the time to drain it). With --iperf3 these come from iperf3 -J.
+//   - udp64, udp1400: datagrams of that payload sent with sendmmsg, 64 a
+//     call, as fast as the sending socket takes them, for --duration; the
+//     receiver (8 MiB buffer, recvmmsg) counts those that arrive. kpps is
+//     received per second of sending; loss is the share that never arrived.
+//     A sender at full speed shares the two cores with the data plane, so
+//     this is what gets through under overload, not a loss-free rate.
+//   - latency: a 64-byte UDP ping-pong, one outstanding, 2000 round trips
+//     after 20 unmeasured ones; p50 and p99 by nearest rank. It includes
+//     this process's own wake-ups at both ends, the same in every scenario.
+//   - CPU: user+system time of both vxrouter processes (/proc/<pid>/stat)
+//     across the TCP tests, divided by the gigabytes (1e9 bytes) they
+//     moved. The kernel's data planes do their work in softirq context,
+//     charged to no process: "-".
+//
+// # How to read it
+//
+// Each figure is the median over --rounds rounds. The rounds run
+// round-robin, each starting one scenario further on, so a machine that
+// slowly speeds up or slows down favours none. The ratio is scenario /
+// kernel-vxlan: above 1 is better for throughput and packet rates, below
+// 1 is better for round trips. On a small machine everything competes for
+// the same cores (both routers, both generator ends, the kernel's
+// softirqs), so the absolute numbers move with the machine; the ratios are
+// what travels. DESIGN.md lists what other data planes reach on such a
+// machine.
+//
+// # Failures and cleanup
+//
+// A scenario that cannot be built (a node that exits at start, say, for a
+// flag its binary lacks) or a test that fails is recorded in the Report
+// with its error and the tail of the nodes' logs, and the run goes on
+// with the rest. Each vxrouter node's "data plane" log line (backend,
+// queues, UDP GSO/GRO) becomes a note of its scenario, with a warning
+// when the backend is not the one asked for (offload falls back to water
+// where the kernel refuses offloads). Every topology is torn down after its tests, also on
+// failure and when the context is cancelled (Ctrl-C): nodes stopped with
+// SIGTERM, namespaces deleted (lab.Close kills whatever still runs in
+// them), etcd stopped, its directory removed. Leftovers from a killed run
+// are removed by the next run with the same prefix, or by hand:
+//
+//	for ns in $(ip netns list | awk '/^vxrbench-/ {print $1}'); do
+//		ip netns pids $ns | xargs -r kill -9; ip netns del $ns
+//	done
+//
+// # Use
+//
+//	rep, err := bench.Run(ctx, bench.Options{Quick: true}, os.Stderr)
+//	rep.WriteTable(os.Stdout)
+//
+// Run is not safe to call concurrently with the same Prefix. The
+// Measure functions can be used on any pair of lab pods.
+package bench

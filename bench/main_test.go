@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// vxrBinary is the vxrouter built for these tests, or "" when not root.
+var vxrBinary string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "vxrouter-bench-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vxrBinary = filepath.Join(dir, "vxrouter")
+	out, err := exec.Command("go", "build", "-o", vxrBinary, "vxrouter").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build vxrouter: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if vxrBinary == "" {
+		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
+	}
+}
+
+// testPrefix is a lab prefix of this test's own, and a check at cleanup
+// that nothing with it is left behind.
+func testPrefix(t *testing.T) string {
+	b := make([]byte, 2)
+	rand.Read(b)
+	prefix := "vxbt" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		for _, f := range strings.Fields(string(out)) {
+			if strings.HasPrefix(f, prefix+"-") {
+				t.Errorf("namespace %s left behind", f)
+			}
+		}
+	})
+	return prefix
+}
+
+// testWriter sends lines to t.Log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with a space and a ")" in it; utime 250, stime 50.
+	stat := "1234 (vx router) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100 0 0"
+	got, err := parseStatCPU(stat)
+	if err != nil || got != 3.0 {
+		t.Errorf("parseStatCPU = %v, %v; want 3.0 s", got, err)
+	}
+	for _, bad := range []string{"", "1234 (x) S 1 2", "1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 5 0"} {
+		if _, err := parseStatCPU(bad); err == nil {
+			t.Errorf("parseStatCPU(%q): no error", bad)
+		}
+	}
+}
+
+func TestCPUSecondsSelf(t *testing.T) {
+	// Burn a little CPU, and the clock in /proc/self/stat must move.
+	before, err := cpuSeconds([]int{os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(100 * time.Millisecond)
+	x := 0
+	for time.Now().Before(end) {
+		x++
+	}
+	after, err := cpuSeconds([]int{os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before < 0.03 || after-before > 10 {
+		t.Errorf("100 ms of spinning read as %.2f s of CPU (%d loops)", after-before, x)
+	}
+	if _, err := cpuSeconds([]int{1 << 30}); err == nil {
+		t.Error("no error for a pid that does not exist")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := make([]time.Duration, 100)
+	for i := range ds {
+		ds[i] = time.Duration(i+1) * time.Microsecond
+	}
+	if p := percentile(ds, 50); p != 50*time.Microsecond {
+		t.Errorf("p50 of 1..100 µs = %v", p)
+	}
+	if p := percentile(ds, 99); p != 99*time.Microsecond {
+		t.Errorf("p99 of 1..100 µs = %v", p)
+	}
+	one := []time.Duration{7}
+	if percentile(one, 50) != 7 || percentile(one, 99) != 7 {
+		t.Error("percentiles of one value")
+	}
+}
+
+func TestParseIPerf3(t *testing.T) {
+	out := `{"start":{},"intervals":[],"end":{"streams":[],
+	  "sum_sent":{"start":0,"end":5.0,"seconds":5.0,"bytes":6250000000,"bits_per_second":1e10,"retransmits":3,"sender":true},
+	  "sum_received":{"start":0,"end":5.04,"seconds":5.0,"bytes":6249000000,"bits_per_second":9.9984e9,"sender":true}}}`
+	s, err := parseIPerf3([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := TCPResult{Sent: s.sent, Received: s.received, Elapsed: s.elapsed}
+	if r.Sent != 6250000000 || r.Received != 6249000000 || r.Elapsed != 5*time.Second {
+		t.Errorf("parsed %+v", r)
+	}
+	if g := r.Gbps(); g < 9.99 || g > 10.0 {
+		t.Errorf("Gbps = %v, want 9.998", g)
+	}
+	s, err = parseIPerf3([]byte(`{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}`))
+	if err == nil || !strings.Contains(s.errMsg, "connect") {
+		t.Errorf("error output: %+v, %v", s, err)
+	}
+	if _, err := parseIPerf3([]byte("iperf3: error")); err == nil {
+		t.Error("no error for output that is not JSON")
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	o := Options{Quick: true, Binary: "/bin/true"}
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != 4 || len(o.Tests) != 5 {
+		t.Errorf("quick defaults: %+v", o)
+	}
+	o = Options{Tests: []string{"latency", "tcp1"}, Scenarios: []string{"underlay"}}
+	if err := o.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.Tests, ",") != "tcp1,latency" || o.Duration != DefaultDuration || o.Binary != "" {
+		t.Errorf("tests %v (want canonical order), duration %s, binary %q (kernel scenarios need none)", o.Tests, o.Duration, o.Binary)
+	}
+	for _, bad := range []Options{
+		{Scenarios: []string{"flannel-udp"}},
+		{Tests: []string{"tcp2"}},
+		{Duration: time.Millisecond},
+		{Rounds: -1},
+		{RoundTrips: 3},
+	} {
+		if err := bad.setDefaults(); err == nil {
+			t.Errorf("options %+v: no error", bad)
+		}
+	}
+}
+
+func TestDataPlaneNotes(t *testing.T) {
+	log := `time=x level=INFO msg=underlay iface=eth0
+time=x level=INFO msg="data plane" tun-backend=water queues=1 udp-gso=true udp-gro=true
+time=x level=INFO msg="tun up" dev=vxr0`
+	got := dataPlaneNotes("node1", log, []string{"--tun-backend", "offload"})
+	if len(got) != 2 || got[0] != "node1: tun-backend=water queues=1 udp-gso=true udp-gro=true" || !strings.Contains(got[1], "WARNING: asked for tun-backend=offload") {
+		t.Errorf("fallen back: %q", got)
+	}
+	if got := dataPlaneNotes("node1", log, []string{"--tun-backend", "water"}); len(got) != 1 {
+		t.Errorf("as asked: %q", got)
+	}
+	if got := dataPlaneNotes("node1", "no such line", nil); got != nil {
+		t.Errorf("no data plane line: %q", got)
+	}
+}

@@ -1,0 +1,309 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// format shows a stored value in the metric's unit.
+func (m Metric) format(v float64) string {
+	return strconv.FormatFloat(v*m.Scale, 'f', m.Digits, 64)
+}
+
+// cell is what the table and chart show for one scenario and metric: the
+// value, its ratio to the baseline, or why there is none.
+type cell struct {
+	value, ratio string
+	missing      string // "failed", "-"
+}
+
+func (r *Report) cell(s *ScenarioResult, m Metric) cell {
+	v, ok := s.Median[m.Key]
+	if !ok {
+		if len(s.Rounds) == 0 {
+			return cell{missing: "not run"} // cancelled before its turn
+		}
+		if m.Key == "cpu_s_per_gb" && !s.Failed() {
+			if sc, found := LookupScenario(s.Name); found && sc.Kernel {
+				return cell{missing: "-"} // no process to charge
+			}
+		}
+		return cell{missing: "failed"}
+	}
+	c := cell{value: m.format(v)}
+	if ratio, ok := r.Ratio(s.Name, m); ok {
+		c.ratio = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
+	}
+	return c
+}
+
+// WriteTable writes the medians as a table for a terminal: a row per
+// figure, a column per scenario, each value with its ratio to
+// kernel-vxlan; then what each scenario is, and each failure with the
+// tail of the nodes' logs.
+func (r *Report) WriteTable(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	p := func(format string, args ...any) { fmt.Fprintf(bw, format+"\n", args...) }
+
+	p("vxrouter bench: pod to pod, %d CPUs, %s, %s", r.Machine.NumCPU, r.Machine.Kernel, r.Machine.GoVersion)
+	p("%gs per throughput test, %d round trips, median of %d round(s), TCP by %s; ratio = scenario / %s",
+		r.DurationSec, r.RoundTrips, r.Rounds, r.Generator, r.Baseline)
+	p("")
+
+	metrics := r.shown()
+	label := make([]string, len(metrics))
+	nw, lw := 0, 0
+	for _, m := range metrics {
+		nw = max(nw, len(m.Name))
+	}
+	for i, m := range metrics {
+		label[i] = fmt.Sprintf("%-*s  %s", nw, m.Name, m.Unit)
+		lw = max(lw, len(label[i]))
+	}
+	// Each column: values right-aligned to the column's widest, then
+	// the ratio.
+	cols := make([][]string, len(r.Scenarios))
+	widths := make([]int, len(r.Scenarios))
+	for j := range r.Scenarios {
+		s := &r.Scenarios[j]
+		cells := make([]cell, len(metrics))
+		vw := 0
+		for i, m := range metrics {
+			cells[i] = r.cell(s, m)
+			vw = max(vw, len(cells[i].value))
+		}
+		widths[j] = len(s.Name)
+		for _, c := range cells {
+			t := c.missing
+			if t == "" {
+				t = fmt.Sprintf("%*s", vw, c.value)
+				if c.ratio != "" {
+					t += "  " + c.ratio
+				}
+			}
+			cols[j] = append(cols[j], t)
+			widths[j] = max(widths[j], len(t))
+		}
+	}
+	var hdr strings.Builder
+	fmt.Fprintf(&hdr, "%-*s", lw, "")
+	for j, s := range r.Scenarios {
+		fmt.Fprintf(&hdr, "   %-*s", widths[j], s.Name)
+	}
+	p("%s", strings.TrimRight(hdr.String(), " "))
+	for i := range metrics {
+		var line strings.Builder
+		fmt.Fprintf(&line, "%-*s", lw, label[i])
+		for j := range r.Scenarios {
+			fmt.Fprintf(&line, "   %-*s", widths[j], cols[j][i])
+		}
+		p("%s", strings.TrimRight(line.String(), " "))
+	}
+	p("")
+	p("Higher is better for Gbit/s and kpps; lower for loss, round trips and CPU.")
+	if slices.ContainsFunc(metrics, func(m Metric) bool { return m.Key == "cpu_s_per_gb" }) {
+		p("CPU: both vxrouter processes' user+system time over the TCP tests per GB moved; the kernel's data planes have no process to charge (-).")
+	}
+	for _, s := range r.Scenarios {
+		p("%-*s %s", lw, s.Name+":", s.Description)
+		if len(s.RunArgs) > 0 {
+			p("%-*s vxrouter run %s", lw, "", strings.Join(s.RunArgs, " "))
+		}
+		for _, n := range s.Notes {
+			p("%-*s note: %s", lw, "", n)
+		}
+	}
+	for _, s := range r.Scenarios {
+		if s.Error == "" {
+			continue
+		}
+		p("")
+		what := "had an error"
+		if s.Failed() {
+			what = "FAILED"
+		}
+		p("%s %s: %s", s.Name, what, firstLine(s.Error))
+		if s.Log != "" {
+			for l := range strings.Lines(s.Log) {
+				p("    %s", strings.TrimRight(l, "\n"))
+			}
+		}
+	}
+	return bw.Flush()
+}
+
+// WriteJSON writes the whole report: machine, options, every round's raw
+// values and the medians.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return fmt.Errorf("write json report: %w", err)
+	}
+	return nil
+}
+
+// Layout of the chart, in SVG user units (pixels).
+const (
+	svgWidth   = 820
+	svgLabelX  = 150 // right edge of the scenario names
+	svgBarX    = 160 // where bars start: the zero of each panel's axis
+	svgBarMax  = 420 // the longest bar in a panel
+	svgRowH    = 22
+	svgBarH    = 15
+	svgPanelGT = 26 // panel title to first bar
+	svgPanelGB = 14 // after the last bar
+)
+
+// Colours of the scenarios' bars, in the order of Scenarios(); the
+// baseline's is the strongest.
+var svgColours = map[string]string{
+	"underlay":         "#9a9a9a",
+	"kernel-vxlan":     "#3366aa",
+	"vxrouter-water":   "#ee8833",
+	"vxrouter-offload": "#229966",
+}
+
+// WriteSVG writes a bar chart: a panel per figure, a bar per scenario,
+// each labelled with its value and its ratio to kernel-vxlan, with a
+// dashed line where kernel-vxlan's bar ends. Each panel has its own
+// scale (from zero; the longest bar fills the width), so the bars compare
+// scenarios within one figure, never figures with each other.
+func (r *Report) WriteSVG(w io.Writer) error {
+	var body strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&body, format+"\n", args...) }
+	y := 30
+	p(`<text x="20" y="%d" font-size="17" font-weight="bold">vxrouter bench: pod to pod, %d CPUs, %s</text>`, y,
+		r.Machine.NumCPU, esc(r.Machine.Kernel))
+	y += 20
+	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
+		"%s; %gs per throughput test, %d round trips, median of %d round(s); TCP by %s.",
+		r.Machine.GoVersion, r.DurationSec, r.RoundTrips, r.Rounds, r.Generator)))
+	y += 16
+	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
+		"Each bar is labelled with its value and its ratio to %s (the dashed line). Each panel has its own scale from zero.", r.Baseline)))
+	y += 14
+
+	for _, m := range r.shown() {
+		if !m.Chart {
+			continue
+		}
+		y += svgPanelGT
+		better := "higher is better"
+		if !m.HigherBetter {
+			better = "lower is better"
+		}
+		p(`<text x="20" y="%d" font-size="14" font-weight="bold">%s <tspan font-weight="normal" fill="#555">%s, %s</tspan></text>`,
+			y-8, esc(m.Name), esc(m.Unit), better)
+		maxV := 0.0
+		for _, s := range r.Scenarios {
+			maxV = max(maxV, s.Median[m.Key])
+		}
+		top := y
+		bottom := y + (len(r.Scenarios)-1)*svgRowH + svgBarH // of the last bar
+		// The axis from zero, and the baseline's value as a reference,
+		// drawn first so the labels' white halo keeps them readable.
+		p(`<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333" stroke-width="1"/>`, svgBarX, top-3, svgBarX, bottom+3)
+		if b := r.Scenario(r.Baseline); b != nil && maxV > 0 {
+			if v, ok := b.Median[m.Key]; ok {
+				x := float64(svgBarX) + max(1, v/maxV*svgBarMax)
+				p(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#3366aa" stroke-width="1" stroke-dasharray="3,3"/>`,
+					x, top-3, x, bottom+3)
+			}
+		}
+		const halo = `stroke="white" stroke-width="4" stroke-linejoin="round" paint-order="stroke"`
+		for _, s := range r.Scenarios {
+			c := r.cell(&s, m)
+			p(`<text x="%d" y="%d" font-size="12" text-anchor="end">%s</text>`, svgLabelX, y+svgBarH-3, esc(s.Name))
+			if c.missing != "" {
+				why, colour := c.missing, "#b03030"
+				if c.missing == "-" {
+					why, colour = "n/a: in the kernel", "#777"
+				}
+				p(`<text x="%d" y="%d" font-size="12" fill="%s" %s>%s</text>`, svgBarX+6, y+svgBarH-3, colour, halo, esc(why))
+				y += svgRowH
+				continue
+			}
+			v := s.Median[m.Key]
+			bw := 0.0
+			if maxV > 0 {
+				bw = max(1, v/maxV*svgBarMax)
+			}
+			label := c.value + " " + m.Unit
+			colour := svgColours[s.Name]
+			if colour == "" {
+				colour = "#777"
+			}
+			p(`<rect class="bar" data-scenario="%s" data-metric="%s" x="%d" y="%d" width="%.1f" height="%d" fill="%s"><title>%s, %s: %s %s</title></rect>`,
+				esc(s.Name), esc(m.Key), svgBarX, y, bw, svgBarH, colour, esc(s.Name), esc(m.Name), esc(label), esc(c.ratio))
+			ratio := ""
+			if c.ratio != "" {
+				ratio = fmt.Sprintf(`<tspan dx="10" fill="#555">%s</tspan>`, esc(c.ratio))
+			}
+			p(`<text x="%.1f" y="%d" font-size="12" %s>%s%s</text>`, float64(svgBarX)+bw+6, y+svgBarH-3, halo, esc(label), ratio)
+			y += svgRowH
+		}
+		y = bottom + svgPanelGB
+	}
+
+	y += 8
+	for _, s := range r.Scenarios {
+		y += 15
+		p(`<text x="20" y="%d" font-size="11" fill="#444">%s: %s</text>`, y, esc(s.Name), esc(s.Description))
+		if s.Error != "" {
+			y += 15
+			e := clip(firstLine(s.Error), 130)
+			p(`<text x="40" y="%d" font-size="11" fill="#a33">%s</text>`, y, esc(e))
+			if l := lastLine(s.Log); l != "" {
+				y += 15
+				p(`<text x="40" y="%d" font-size="11" fill="#a33">log: %s</text>`, y, esc(clip(l, 125)))
+			}
+		}
+	}
+	y += 16
+
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, `<?xml version="1.0" encoding="UTF-8"?>`+"\n")
+	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif">`+"\n",
+		svgWidth, y, svgWidth, y)
+	fmt.Fprintf(bw, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	bw.WriteString(body.String())
+	bw.WriteString("</svg>\n")
+	return bw.Flush()
+}
+
+func (r *Report) scenarioNames() []string {
+	var ns []string
+	for _, s := range r.Scenarios {
+		ns = append(ns, s.Name)
+	}
+	return ns
+}
+
+var xmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&apos;")
+
+func esc(s string) string { return xmlEscaper.Replace(s) }
+
+// clip shortens s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// lastLine is the last line of a log that is not a header of lab's.
+func lastLine(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" && !strings.HasPrefix(l, "---") {
+			return l
+		}
+	}
+	return ""
+}

@@ -1,0 +1,373 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fixedReport has four scenarios over three rounds: kernel-vxlan without
+// CPU figures, vxrouter-offload failed in every round, and vxrouter-water
+// missing udp64 in one round (the median then comes from two).
+func fixedReport() *Report {
+	rep := &Report{
+		Machine:     Machine{NumCPU: 2, Kernel: "Linux 6.1.0", GoVersion: "go1.26.8"},
+		Started:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		DurationSec: 5,
+		RoundTrips:  2000,
+		Rounds:      3,
+		Tests:       Tests,
+		Generator:   "vxrouter bench",
+		Baseline:    Baseline,
+	}
+	vals := func(tcp1, tcp4, p64, p1400, p50, p99 float64) map[string]float64 {
+		return map[string]float64{
+			"tcp1_gbps": tcp1, "tcp4_gbps": tcp4,
+			"udp64_pps": p64, "udp64_loss_pct": 10, "udp1400_pps": p1400, "udp1400_loss_pct": 1,
+			"rtt_p50_us": p50, "rtt_p99_us": p99,
+		}
+	}
+	under := ScenarioResult{Name: "underlay", Description: "no overlay <&>"}
+	kern := ScenarioResult{Name: "kernel-vxlan", Description: "flannel"}
+	water := ScenarioResult{Name: "vxrouter-water", Description: "water", RunArgs: []string{"--tun-backend", "water"}}
+	off := ScenarioResult{Name: "vxrouter-offload", Description: "offload", RunArgs: []string{"--tun-backend", "offload"},
+		Log: "--- vxrouter on node1\nflag provided but not defined: -tun-backend"}
+	for r := 1; r <= 3; r++ {
+		f := float64(r)
+		under.Rounds = append(under.Rounds, RoundResult{Round: r, Values: vals(11+f, 14, 900e3, 700e3, 40, 90)})
+		// kernel medians: tcp1 10, tcp4 12, udp64 500k, udp1400 400k, p50 100, p99 200
+		kern.Rounds = append(kern.Rounds, RoundResult{Round: r, Values: vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1])})
+		w := vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800)
+		w["cpu_s_per_gb"] = []float64{2, 1, 4}[r-1]
+		rd := RoundResult{Round: r, Values: w}
+		if r == 2 {
+			delete(rd.Values, "udp64_pps")
+			delete(rd.Values, "udp64_loss_pct")
+			rd.Errors = map[string]string{"udp64": "udp test: send: boom"}
+		}
+		water.Rounds = append(water.Rounds, rd)
+		off.Rounds = append(off.Rounds, RoundResult{Round: r, Values: map[string]float64{},
+			Errors: map[string]string{"build": "build vxrouter-offload: node node1 exited (exit status 1):\nflag provided but not defined"}})
+	}
+	rep.Scenarios = []ScenarioResult{under, kern, water, off}
+	for i := range rep.Scenarios {
+		rep.Scenarios[i].summarize()
+	}
+	return rep
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{7}, 7},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1}, 2.5},
+		{[]float64{5, 1, 4, 2}, 3},
+	} {
+		if got := median(append([]float64(nil), c.in...)); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	rep := fixedReport()
+	k, w, o := rep.Scenario("kernel-vxlan"), rep.Scenario("vxrouter-water"), rep.Scenario("vxrouter-offload")
+	checks := []struct {
+		s    *ScenarioResult
+		key  string
+		want float64
+	}{
+		{k, "tcp1_gbps", 10},
+		{k, "rtt_p99_us", 200},
+		{w, "tcp1_gbps", 3},
+		{w, "udp64_pps", 150e3}, // rounds 1 and 3 only
+		{w, "cpu_s_per_gb", 2},
+	}
+	for _, c := range checks {
+		if got := c.s.Median[c.key]; got != c.want {
+			t.Errorf("%s median %s = %v, want %v", c.s.Name, c.key, got, c.want)
+		}
+	}
+	if _, ok := k.Median["cpu_s_per_gb"]; ok {
+		t.Error("kernel-vxlan has a CPU median")
+	}
+	if !o.Failed() || !strings.HasPrefix(o.Error, "build: ") {
+		t.Errorf("offload: failed %v, error %q; want failed with the build error", o.Failed(), o.Error)
+	}
+	if w.Failed() || w.Error != "udp64: udp test: send: boom" {
+		t.Errorf("water: failed %v, error %q; want not failed, with the udp64 error", w.Failed(), w.Error)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	rep := fixedReport()
+	metric := func(key string) Metric {
+		for _, m := range Metrics {
+			if m.Key == key {
+				return m
+			}
+		}
+		t.Fatalf("no metric %s", key)
+		return Metric{}
+	}
+	for _, c := range []struct {
+		scen, key string
+		want      float64
+		ok        bool
+	}{
+		{"vxrouter-water", "tcp1_gbps", 0.3, true},
+		{"underlay", "tcp1_gbps", 1.3, true},
+		{"kernel-vxlan", "tcp1_gbps", 1, true},
+		{"vxrouter-water", "udp64_pps", 0.3, true},
+		{"vxrouter-water", "rtt_p50_us", 2.5, true},
+		{"vxrouter-water", "udp64_loss_pct", 0, false}, // no ratio for loss
+		{"vxrouter-water", "cpu_s_per_gb", 0, false},   // nor for CPU
+		{"vxrouter-offload", "tcp1_gbps", 0, false},    // failed
+	} {
+		got, ok := rep.Ratio(c.scen, metric(c.key))
+		if ok != c.ok || math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("Ratio(%s, %s) = %v, %v; want %v, %v", c.scen, c.key, got, ok, c.want, c.ok)
+		}
+	}
+	// Without the baseline in the report there are no ratios.
+	rep.Scenarios = rep.Scenarios[2:]
+	if _, ok := rep.Ratio("vxrouter-water", metric("tcp1_gbps")); ok {
+		t.Error("ratio without a baseline")
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := fixedReport().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	lines := strings.Split(out, "\n")
+	row := func(prefix string) string {
+		for _, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		t.Fatalf("no row %q in\n%s", prefix, out)
+		return ""
+	}
+	fieldsOf := func(l string) string { return strings.Join(strings.Fields(l), " ") }
+	for _, c := range []struct{ row, want string }{
+		{"TCP, 1 stream", "TCP, 1 stream Gbit/s 13.00 1.30x 10.00 1.00x 3.00 0.30x failed"},
+		{"UDP 64 B received", "UDP 64 B received kpps 900.0 1.80x 500.0 1.00x 150.0 0.30x failed"},
+		{"UDP 64 B loss", "UDP 64 B loss % 10.0 10.0 10.0 failed"},
+		{"round trip p99", "round trip p99 ms 0.090 0.45x 0.200 1.00x 0.800 4.00x failed"},
+		{"router CPU per GB", "router CPU per GB (TCP) s/GB - - 2.00 failed"},
+	} {
+		if got := fieldsOf(row(c.row)); got != c.want {
+			t.Errorf("row %q:\n got  %q\n want %q", c.row, got, c.want)
+		}
+	}
+	hdr := fieldsOf(lines[3])
+	if hdr != "underlay kernel-vxlan vxrouter-water vxrouter-offload" {
+		t.Errorf("header %q", hdr)
+	}
+	// Columns line up: each cell sits under its scenario's name.
+	h := lines[3]
+	r := row("TCP, 1 stream")
+	names := []string{"underlay", "kernel-vxlan", "vxrouter-water", "vxrouter-offload"}
+	cells := []string{"13.00  1.30x", "10.00  1.00x", "3.00  0.30x", "failed"}
+	for i, name := range names {
+		from, to := strings.Index(h, name), len(r)
+		if i+1 < len(names) {
+			to = strings.Index(h, names[i+1])
+		}
+		if from <= 0 || to > len(r) || r[from-1] != ' ' || strings.TrimSpace(r[from:to]) != cells[i] {
+			t.Errorf("column %s [%d:%d] of %q is not %q", name, from, to, r, cells[i])
+		}
+	}
+	for _, want := range []string{
+		"vxrouter-offload FAILED: build: build vxrouter-offload: node node1 exited (exit status 1): ...",
+		"    flag provided but not defined: -tun-backend",
+		"vxrouter-water had an error: udp64: udp test: send: boom",
+		"vxrouter run --tun-backend water",
+		"underlay:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+}
+
+// A report of some tests shows only their rows.
+func TestWriteTableSubset(t *testing.T) {
+	rep := fixedReport()
+	rep.Tests = []string{"latency"}
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.Contains(out, "TCP, ") || strings.Contains(out, "CPU per GB") || strings.Contains(out, "UDP") || !strings.Contains(out, "round trip p50") {
+		t.Errorf("latency-only table:\n%s", out)
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	rep := fixedReport()
+	var b bytes.Buffer
+	if err := rep.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatalf("unmarshal: %v\n%s", err, b.String())
+	}
+	if back.Machine != rep.Machine || back.Rounds != 3 || len(back.Scenarios) != 4 {
+		t.Fatalf("round trip lost the header: %+v", back)
+	}
+	w := back.Scenario("vxrouter-water")
+	if w.Median["tcp1_gbps"] != 3 || len(w.Rounds) != 3 || w.Rounds[0].Values["tcp1_gbps"] != 3.5 {
+		t.Errorf("water after JSON: median %v, rounds %+v", w.Median, w.Rounds)
+	}
+	// The keys a reader scripts against.
+	var raw map[string]any
+	json.Unmarshal(b.Bytes(), &raw)
+	m := raw["machine"].(map[string]any)
+	for _, k := range []string{"nproc", "kernel", "go_version"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("machine lacks %q", k)
+		}
+	}
+	off := raw["scenarios"].([]any)[3].(map[string]any)
+	if !strings.Contains(off["error"].(string), "node node1 exited") || off["log"] == "" {
+		t.Errorf("offload's error or log missing from JSON: %v", off)
+	}
+}
+
+// svgBar is a <rect class="bar">.
+type svgBar struct {
+	scenario, metric string
+	width            float64
+}
+
+func parseSVG(t *testing.T, b []byte) (bars []svgBar, texts []string) {
+	t.Helper()
+	d := xml.NewDecoder(bytes.NewReader(b))
+	d.Strict = true
+	root := true
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not XML: %v\n%s", err, b)
+		}
+		switch e := tok.(type) {
+		case xml.StartElement:
+			if root {
+				if e.Name.Local != "svg" || e.Name.Space != "http://www.w3.org/2000/svg" {
+					t.Fatalf("root element %v, want svg in the SVG namespace", e.Name)
+				}
+				root = false
+			}
+			attr := map[string]string{}
+			for _, a := range e.Attr {
+				attr[a.Name.Local] = a.Value
+			}
+			if e.Name.Local == "rect" && attr["class"] == "bar" {
+				var w float64
+				if err := json.Unmarshal([]byte(attr["width"]), &w); err != nil {
+					t.Fatalf("bar width %q: %v", attr["width"], err)
+				}
+				bars = append(bars, svgBar{attr["data-scenario"], attr["data-metric"], w})
+			}
+		case xml.CharData:
+			if s := strings.TrimSpace(string(e)); s != "" {
+				texts = append(texts, s)
+			}
+		}
+	}
+	return bars, texts
+}
+
+func TestWriteSVG(t *testing.T) {
+	rep := fixedReport()
+	var b bytes.Buffer
+	if err := rep.WriteSVG(&b); err != nil {
+		t.Fatal(err)
+	}
+	bars, texts := parseSVG(t, b.Bytes())
+	all := strings.Join(texts, "\n")
+
+	// One bar per scenario and charted figure that has a value, and no
+	// other bars.
+	want := map[[2]string]bool{}
+	for _, m := range Metrics {
+		if !m.Chart {
+			continue
+		}
+		for _, s := range rep.Scenarios {
+			if _, ok := s.Median[m.Key]; ok {
+				want[[2]string{s.Name, m.Key}] = true
+			}
+		}
+	}
+	got := map[[2]string]int{}
+	widths := map[[2]string]float64{}
+	for _, bar := range bars {
+		k := [2]string{bar.scenario, bar.metric}
+		got[k]++
+		widths[k] = bar.width
+		if !want[k] {
+			t.Errorf("unexpected bar %v", k)
+		}
+	}
+	for k := range want {
+		if got[k] != 1 {
+			t.Errorf("bar %v appears %d times, want once", k, got[k])
+		}
+	}
+	if len(want) != 7*3-2 { // 7 charted figures x 3 live scenarios, minus CPU of the two kernel ones
+		t.Errorf("%d bars expected by the fixture, want 19", len(want))
+	}
+	// Bars are to scale within a panel: water's TCP is 3/13 of underlay's.
+	wu, ww := widths[[2]string{"underlay", "tcp1_gbps"}], widths[[2]string{"vxrouter-water", "tcp1_gbps"}]
+	if wu != svgBarMax || math.Abs(ww-wu*3/13) > 0.1 {
+		t.Errorf("tcp1 bar widths underlay %v water %v, want %v and %v", wu, ww, float64(svgBarMax), wu*3/13)
+	}
+	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "2.00 s/GB\n", "failed", "n/a: in the kernel", "no overlay <&>", "log: flag provided but not defined: -tun-backend"} {
+		if !strings.Contains(all, s) {
+			t.Errorf("SVG text lacks %q", s)
+		}
+	}
+}
+
+// A scenario a cancelled run never reached is "not run", not "failed".
+func TestWriteTableNotRun(t *testing.T) {
+	rep := fixedReport()
+	rep.Scenarios = append(rep.Scenarios, ScenarioResult{Name: "late", Description: "cancelled before its turn"})
+	rep.Scenarios[len(rep.Scenarios)-1].summarize()
+	var b, svg bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	row := strings.Fields(strings.Split(b.String(), "\n")[4])
+	if strings.Join(row[len(row)-3:], " ") != "failed not run" {
+		t.Errorf("first row %q, want it to end in \"failed not run\"", row)
+	}
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if _, texts := parseSVG(t, svg.Bytes()); !strings.Contains(strings.Join(texts, "\n"), "not run") {
+		t.Error("SVG does not say \"not run\"")
+	}
+}

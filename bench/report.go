@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"slices"
+	"time"
+)
+
+// Baseline is the scenario every ratio is relative to: the kernel's vxlan,
+// which is what a userspace router has to be measured against.
+const Baseline = "kernel-vxlan"
+
+// Metric is one figure the bench reports, as a row of the table, a panel
+// of the chart and a key of the JSON.
+type Metric struct {
+	Key  string // JSON key, e.g. "tcp1_gbps"
+	Test string // the test that produces it: tcp1, tcp4, udp64, udp1400, latency
+	Name string // e.g. "TCP, 1 stream"
+	Unit string // as shown: "Gbit/s", "kpps", "%", "ms", "s/GB"
+	// Scale turns the stored value into the shown one (kpps = pps/1000).
+	Scale float64
+	// Digits after the decimal point when shown.
+	Digits int
+	// HigherBetter is false for latency, loss and CPU cost.
+	HigherBetter bool
+	// Ratio says whether a ratio to the baseline means something (not
+	// for loss, not for CPU cost, which the kernel's data planes have no
+	// process to charge to).
+	Ratio bool
+	// Chart says whether the metric gets a panel in the SVG.
+	Chart bool
+}
+
+// Metrics are the figures in the order the table and the chart show them.
+// Every value is stored unscaled in the JSON (bit/s as Gbit/s, pps, µs).
+var Metrics = []Metric{
+	{Key: "tcp1_gbps", Test: "tcp1", Name: "TCP, 1 stream", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "tcp4_gbps", Test: "tcp4", Name: "TCP, 4 streams", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "udp64_pps", Test: "udp64", Name: "UDP 64 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "udp64_loss_pct", Test: "udp64", Name: "UDP 64 B loss", Unit: "%", Scale: 1, Digits: 1},
+	{Key: "udp1400_pps", Test: "udp1400", Name: "UDP 1400 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "udp1400_loss_pct", Test: "udp1400", Name: "UDP 1400 B loss", Unit: "%", Scale: 1, Digits: 1},
+	{Key: "rtt_p50_us", Test: "latency", Name: "round trip p50", Unit: "ms", Scale: 1e-3, Digits: 3, Ratio: true, Chart: true},
+	{Key: "rtt_p99_us", Test: "latency", Name: "round trip p99", Unit: "ms", Scale: 1e-3, Digits: 3, Ratio: true, Chart: true},
+	{Key: "cpu_s_per_gb", Test: "tcp", Name: "router CPU per GB (TCP)", Unit: "s/GB", Scale: 1, Digits: 2, Chart: true},
+}
+
+// Tests are the test names Options.Tests accepts, in the order they run.
+var Tests = []string{"tcp1", "tcp4", "udp64", "udp1400", "latency"}
+
+// Report is the outcome of one Run: every scenario's raw values per round,
+// and the medians the table and chart show.
+type Report struct {
+	Machine    Machine   `json:"machine"`
+	Started    time.Time `json:"started"`
+	ElapsedSec float64   `json:"elapsed_s"`
+	// DurationSec is the length of each throughput test.
+	DurationSec float64  `json:"duration_s"`
+	RoundTrips  int      `json:"round_trips"`
+	Rounds      int      `json:"rounds"`
+	Tests       []string `json:"tests"`
+	// Generator says what produced the TCP figures: "vxrouter bench" (the
+	// bench's own) or "iperf3".
+	Generator string           `json:"tcp_generator"`
+	Baseline  string           `json:"baseline"`
+	Scenarios []ScenarioResult `json:"scenarios"`
+}
+
+// Machine describes where the numbers were taken; they mean little
+// without it.
+type Machine struct {
+	NumCPU    int    `json:"nproc"`
+	Kernel    string `json:"kernel"`
+	GoVersion string `json:"go_version"`
+}
+
+// ScenarioResult is one data plane's figures.
+type ScenarioResult struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// RunArgs are the flags given to `vxrouter run` (vxrouter scenarios).
+	RunArgs []string      `json:"run_args,omitempty"`
+	Notes   []string      `json:"notes,omitempty"`
+	Rounds  []RoundResult `json:"rounds"`
+	// Median is, per key, the median over the rounds that produced it.
+	Median map[string]float64 `json:"median"`
+	// Error is the first failure: the scenario's build, or a test. With
+	// an empty Median the scenario failed as a whole.
+	Error string `json:"error,omitempty"`
+	// Log is the tail of the vxrouter nodes' logs when something failed.
+	Log string `json:"log,omitempty"`
+}
+
+// RoundResult is one round of one scenario.
+type RoundResult struct {
+	Round int `json:"round"`
+	// Values holds the figures of Metrics and the raw counts behind them
+	// (e.g. tcp1_sent_bytes, udp64_received, rtt_lost, cpu_seconds).
+	Values map[string]float64 `json:"values"`
+	// Errors holds, per test (or "build", "nodes"), what went wrong.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// Failed reports whether the scenario produced no figure at all.
+func (s *ScenarioResult) Failed() bool { return len(s.Median) == 0 }
+
+// Scenario returns the result of the named scenario, or nil.
+func (r *Report) Scenario(name string) *ScenarioResult {
+	for i := range r.Scenarios {
+		if r.Scenarios[i].Name == name {
+			return &r.Scenarios[i]
+		}
+	}
+	return nil
+}
+
+// Ratio returns the scenario's median of key divided by the baseline's,
+// and false when there is no ratio to give (no baseline, no value, a
+// metric without ratios, a zero baseline).
+func (r *Report) Ratio(scenario string, m Metric) (float64, bool) {
+	if !m.Ratio {
+		return 0, false
+	}
+	s, b := r.Scenario(scenario), r.Scenario(Baseline)
+	if s == nil || b == nil {
+		return 0, false
+	}
+	v, ok := s.Median[m.Key]
+	bv, bok := b.Median[m.Key]
+	if !ok || !bok || bv == 0 {
+		return 0, false
+	}
+	return v / bv, true
+}
+
+// shown returns the metrics whose test ran.
+func (r *Report) shown() []Metric {
+	var ms []Metric
+	for _, m := range Metrics {
+		if m.Test == "tcp" && (slices.Contains(r.Tests, "tcp1") || slices.Contains(r.Tests, "tcp4")) ||
+			slices.Contains(r.Tests, m.Test) {
+			ms = append(ms, m)
+		}
+	}
+	return ms
+}
+
+// summarize fills Median, Error and keeps the earliest failure.
+func (s *ScenarioResult) summarize() {
+	vals := map[string][]float64{}
+	for _, rd := range s.Rounds {
+		for k, v := range rd.Values {
+			vals[k] = append(vals[k], v)
+		}
+		if s.Error == "" {
+			s.Error = firstError(rd.Errors)
+		}
+	}
+	s.Median = make(map[string]float64, len(vals))
+	for k, vs := range vals {
+		s.Median[k] = median(vs)
+	}
+}
+
+// firstError picks the error of the earliest step: build before nodes
+// before the tests in their order, so the report names the root cause.
+func firstError(errs map[string]string) string {
+	for _, k := range append([]string{"build"}, append(Tests, "nodes")...) {
+		if e, ok := errs[k]; ok {
+			return k + ": " + e
+		}
+	}
+	for k, e := range errs {
+		return k + ": " + e
+	}
+	return ""
+}
+
+// median of vs; vs is reordered. The mean of the two middle values for
+// an even count.
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	n := len(vs)
+	if n%2 == 1 {
+		return vs[n/2]
+	}
+	return (vs[n/2-1] + vs[n/2]) / 2
+}

@@ -40,6 +40,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the admin endpoint on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
+			&cli.StringFlag{Name: "capture", Usage: "write what the node sends to and accepts from peers to this pcap file (tshark -r FILE -d udp.port==8472,vxlan)", EnvVars: []string{"VXROUTER_CAPTURE"}},
+			&cli.Int64Flag{Name: "capture-limit", Value: 64 << 20, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
 			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
 		},
@@ -81,9 +83,11 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		Queues:     c.Int("queues"),
 		LeaseTTL:   c.Duration("lease-ttl"),
 
-		EtcdTimeout: c.Duration("etcd-timeout"),
-		AdminSocket: c.String("admin-socket"),
-		MetricsAddr: c.String("metrics-addr"),
+		EtcdTimeout:  c.Duration("etcd-timeout"),
+		AdminSocket:  c.String("admin-socket"),
+		Capture:      c.String("capture"),
+		CaptureLimit: c.Int64("capture-limit"),
+		MetricsAddr:  c.String("metrics-addr"),
 	}
 	eps, err := splitEndpoints(c.String("etcd-endpoints"))
 	if err != nil {
@@ -101,6 +105,9 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		return cfg, fmt.Errorf("--etcd-prefix %q: must start with /", cfg.EtcdPrefix)
 	}
 	cfg.EtcdPrefix = strings.TrimRight(cfg.EtcdPrefix, "/")
+	if cfg.CaptureLimit <= 0 {
+		return cfg, fmt.Errorf("--capture-limit %d: must be positive", cfg.CaptureLimit)
+	}
 	if cfg.EtcdTimeout <= 0 {
 		return cfg, fmt.Errorf("--etcd-timeout %s: must be positive", cfg.EtcdTimeout)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,6 +22,8 @@ import (
 //	GET /metrics   counters in Prometheus' text format
 //	GET /counters  the same counters as a JSON object
 //	GET /peers     the route table as JSON
+//	POST /capture?file=F&limit=BYTES   start a pcap capture (see capture.go)
+//	DELETE /capture                    stop it
 //
 // It is off the hot path: it reads the forwarder's atomic counters and the
 // table's snapshot, nothing more.
@@ -49,6 +52,38 @@ func (n *Node) adminHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
+	})
+	mux.HandleFunc("POST /capture", func(w http.ResponseWriter, r *http.Request) {
+		file := r.URL.Query().Get("file")
+		if file == "" {
+			http.Error(w, "capture: say where, with ?file=/path/to.pcap (and &limit=BYTES)", http.StatusBadRequest)
+			return
+		}
+		limit := int64(64 << 20)
+		if s := r.URL.Query().Get("limit"); s != "" {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || v <= 0 {
+				http.Error(w, "capture: limit must be a positive number of bytes", http.StatusBadRequest)
+				return
+			}
+			limit = v
+		}
+		if err := n.StartCapture(file, limit); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		fmt.Fprintf(w, "capturing to %s (at most %d bytes); stop with DELETE /capture\n", file, limit)
+	})
+	mux.HandleFunc("DELETE /capture", func(w http.ResponseWriter, r *http.Request) {
+		file, err := n.StopCapture()
+		switch {
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		case file == "":
+			http.Error(w, "capture: none running", http.StatusNotFound)
+		default:
+			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.localAddr().Port())
+		}
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -39,6 +39,10 @@ type Config struct {
 	// it on TCP.
 	AdminSocket string
 	MetricsAddr string
+	// Capture, when set, captures from the start into this pcap file, up
+	// to CaptureLimit bytes (default 64 MiB).
+	Capture      string
+	CaptureLimit int64
 	// TunBackend is tunnel.BackendOffload (default; water where the
 	// kernel refuses offloads) or tunnel.BackendWater.
 	TunBackend string
@@ -62,6 +66,7 @@ type Node struct {
 
 	table *route.Table
 	fwd   *route.Forwarder
+	capt  captures
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -193,6 +198,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	gso, gro := uls[0].Offloads()
 	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
+	if cfg.Capture != "" {
+		limit := cfg.CaptureLimit
+		if limit == 0 {
+			limit = 64 << 20
+		}
+		if err := n.StartCapture(cfg.Capture, limit); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
 
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
@@ -238,6 +253,7 @@ func (n *Node) Run(ctx context.Context) error {
 			cancel()
 		}()
 	}
+	defer n.StopCapture()
 	run("forwarder", n.fwd.Run)
 	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
 	run("watch peers", func(ctx context.Context) error { return n.reg.Watch(ctx, n.peerEvent) })

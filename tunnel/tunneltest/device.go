@@ -18,8 +18,9 @@ type Device struct {
 	mtu   int
 	batch int
 
-	in  chan []byte // Inject -> Read
-	out chan []byte // Write -> Written
+	in   chan []byte // Inject -> Read
+	out  chan []byte // Write -> Written
+	free freeList    // buffers back from Read and Release
 
 	wmu       sync.Mutex // one Write at a time keeps a batch in order
 	closed    chan struct{}
@@ -37,15 +38,21 @@ func NewDevice(name string, mtu, batch int) *Device {
 		batch:  max(batch, 1),
 		in:     make(chan []byte, QueueLen),
 		out:    make(chan []byte, QueueLen),
+		free:   newFreeList(),
 		closed: make(chan struct{}),
 	}
 }
+
+// Release hands back a packet taken from Written, for reuse by a later
+// Write: a benchmark that releases what it reads makes the fake
+// allocation-free, so what it measures is the code under test.
+func (d *Device) Release(pkt []byte) { d.free.put(pkt) }
 
 // Inject queues a copy of pkt as if the kernel had routed it into the
 // device; Read returns it. Inject blocks while QueueLen packets wait to be
 // read, and drops pkt once the device is closed.
 func (d *Device) Inject(pkt []byte) {
-	p := append([]byte(nil), pkt...)
+	p := append(d.free.get(), pkt...)
 	select {
 	case <-d.closed:
 		return
@@ -91,11 +98,13 @@ func (d *Device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		return 0, d.closedErr("read")
 	}
 	sizes[0] = copy(bufs[0][offset:], p)
+	d.free.put(p)
 	got := 1
 	for got < n {
 		select {
 		case p = <-d.in:
 			sizes[got] = copy(bufs[got][offset:], p)
+			d.free.put(p)
 			got++
 		default:
 			return got, nil
@@ -125,7 +134,7 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		select {
-		case d.out <- append([]byte(nil), b[offset:]...):
+		case d.out <- append(d.free.get(), b[offset:]...):
 			written++
 		case <-d.closed:
 			return written, d.closedErr("write")
@@ -152,4 +161,32 @@ func (d *Device) Name() string { return d.name }
 func (d *Device) Close() error {
 	d.closeOnce.Do(func() { close(d.closed) })
 	return nil
+}
+
+// freeList recycles packet buffers without allocating (a sync.Pool of
+// slices would box each slice header it holds).
+type freeList chan []byte
+
+func newFreeList() freeList { return make(freeList, 2*QueueLen) }
+
+// get returns an empty buffer with room for any packet.
+func (f freeList) get() []byte {
+	select {
+	case b := <-f:
+		return b[:0]
+	default:
+		return make([]byte, 0, 65536)
+	}
+}
+
+// put keeps b for reuse if there is room; buffers the fake did not make
+// are welcome too.
+func (f freeList) put(b []byte) {
+	if cap(b) < 65536 {
+		return
+	}
+	select {
+	case f <- b:
+	default:
+	}
 }

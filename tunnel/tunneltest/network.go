@@ -21,11 +21,12 @@ type Network struct {
 	nextPort uint16
 
 	unrouted atomic.Uint64
+	free     freeList // datagram buffers, recycled by Read
 }
 
 // NewNetwork returns an empty network.
 func NewNetwork() *Network {
-	return &Network{socks: make(map[netip.AddrPort]*Underlay), nextPort: firstEphemeral}
+	return &Network{socks: make(map[netip.AddrPort]*Underlay), nextPort: firstEphemeral, free: newFreeList()}
 }
 
 // Listen returns a socket bound to addr whose Reads return up to batch
@@ -148,11 +149,13 @@ func (u *Underlay) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int,
 		return 0, u.closedErr("read")
 	}
 	sizes[0], from[0] = copy(bufs[0], d.data), d.from
+	u.net.free.put(d.data)
 	got := 1
 	for got < n {
 		select {
 		case d = <-u.in:
 			sizes[got], from[got] = copy(bufs[got], d.data), d.from
+			u.net.free.put(d.data)
 			got++
 		default:
 			return got, nil
@@ -192,9 +195,11 @@ func (u *Underlay) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 			u.net.unrouted.Add(1)
 			continue
 		}
+		data := append(u.net.free.get(), b...)
 		select {
-		case peer.in <- datagram{data: append([]byte(nil), b...), from: u.addr}:
+		case peer.in <- datagram{data: data, from: u.addr}:
 		default:
+			u.net.free.put(data)
 			peer.dropped.Add(1)
 		}
 	}

@@ -77,11 +77,20 @@ func newOverlay(t *testing.T, configJSON string) *overlay {
 	if o.etcd, err = lease.StartEmbedded(filepath.Join(o.dir, "etcd")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { o.etcd.Close() })
+	// Read at cleanup: stopEtcd and startEtcd replace them (nil while down).
+	t.Cleanup(func() {
+		if o.etcd != nil {
+			o.etcd.Close()
+		}
+	})
 	if o.cli, err = o.etcd.Client(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { o.cli.Close() })
+	t.Cleanup(func() {
+		if o.cli != nil {
+			o.cli.Close()
+		}
+	})
 	o.reg = lease.NewRegistry(o.cli, lease.DefaultPrefix, o.log)
 	if o.cfg, err = lease.ParseConfig([]byte(configJSON)); err != nil {
 		t.Fatal(err)

@@ -122,7 +122,13 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				d := min(bo.next(), max(*ttl/6, 200*time.Millisecond))
+				// Retry well within the lease; jitter the cap too, or
+				// nodes that lost etcd together retry in step once
+				// their backoff reaches it.
+				d := bo.next()
+				if limit := max(*ttl/6, 200*time.Millisecond); d > limit {
+					d = jitter(limit)
+				}
 				r.log.Warn("renew lease failed; retrying", "subnet", cur.Subnet, "in", d, "err", err)
 				timer.Reset(d)
 			default:

@@ -134,7 +134,7 @@ func (r *Registry) parseKV(key string, value []byte, leaseID int64, modRev int64
 // were read at (watch from revision+1 to miss nothing). Keys or values that
 // do not parse are skipped with a warning.
 func (r *Registry) Leases(ctx context.Context) ([]Lease, int64, error) {
-	_, leases, rev, err := r.listLeases(ctx)
+	_, leases, rev, err := r.listLeases(ctx, true)
 	return leases, rev, err
 }
 

@@ -44,7 +44,24 @@ type Event struct {
 // that do not parse are skipped with a warning (a valid lease overwritten
 // with garbage is Removed). fn is called from one goroutine, the caller's.
 // Watch blocks until ctx ends and returns ctx.Err().
+//
+// The leases it reports carry their LeaseID but no Expiration: asking etcd
+// for every lease's expiry would cost each watcher one request per lease,
+// N² requests across an overlay of N nodes. Leases reports expiries.
 func (r *Registry) Watch(ctx context.Context, fn func(Event)) error {
+	return r.WatchBatches(ctx, func(evs []Event) {
+		for _, ev := range evs {
+			fn(ev)
+		}
+	})
+}
+
+// WatchBatches is Watch that hands fn the events in the batches they come
+// in: the whole list at the start (and after a relist), then each watch
+// response from etcd. A caller that rebuilds state per call (the route
+// table copies itself on every change) does it once per batch instead of
+// once per lease. fn must not keep the slice.
+func (r *Registry) WatchBatches(ctx context.Context, fn func([]Event)) error {
 	w := &watcher{r: r, fn: fn, known: make(map[string]Lease)}
 	return w.run(ctx, 0)
 }
@@ -52,9 +69,20 @@ func (r *Registry) Watch(ctx context.Context, fn func(Event)) error {
 // watcher holds what fn has been told, by etcd key, so a relist can report
 // the difference.
 type watcher struct {
-	r     *Registry
-	fn    func(Event)
-	known map[string]Lease
+	r       *Registry
+	fn      func([]Event)
+	known   map[string]Lease
+	pending []Event // the batch being built
+}
+
+// emit adds an event to the batch; flush hands the batch to fn.
+func (w *watcher) emit(ev Event) { w.pending = append(w.pending, ev) }
+
+func (w *watcher) flush() {
+	if len(w.pending) > 0 {
+		w.fn(w.pending)
+		w.pending = w.pending[:0]
+	}
 }
 
 // run watches from revision next, or lists first when next is 0.
@@ -101,10 +129,11 @@ func (w *watcher) run(ctx context.Context, next int64) error {
 // resync lists the leases, tells fn how they differ from what it knows,
 // and returns the revision of the list.
 func (w *watcher) resync(ctx context.Context) (int64, error) {
-	keys, leases, rev, err := w.r.listLeases(ctx)
+	keys, leases, rev, err := w.r.listLeases(ctx, false)
 	if err != nil {
 		return 0, err
 	}
+	defer w.flush()
 	now := make(map[string]Lease, len(keys))
 	for i, k := range keys {
 		now[k] = leases[i]
@@ -119,14 +148,14 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	for _, k := range gone {
 		l := w.known[k]
 		delete(w.known, k)
-		w.fn(Event{Type: Removed, Lease: l})
+		w.emit(Event{Type: Removed, Lease: l})
 	}
 	for i, k := range keys {
 		if old, ok := w.known[k]; ok && sameLease(&old, &leases[i]) {
 			continue
 		}
 		w.known[k] = leases[i]
-		w.fn(Event{Type: Added, Lease: leases[i]})
+		w.emit(Event{Type: Added, Lease: leases[i]})
 	}
 	return rev, nil
 }
@@ -159,9 +188,10 @@ func (w *watcher) watchFrom(ctx context.Context, rev int64) (int64, bool, error)
 		}
 		progressed = true
 		for _, ev := range wresp.Events {
-			w.apply(ctx, ev)
+			w.apply(ev)
 			rev = ev.Kv.ModRevision + 1
 		}
+		w.flush()
 		// The header's revision covers every event up to it (also in
 		// progress notifications), so resuming after it misses nothing.
 		if wresp.Header.Revision >= rev {
@@ -170,12 +200,12 @@ func (w *watcher) watchFrom(ctx context.Context, rev int64) (int64, bool, error)
 	}
 }
 
-func (w *watcher) apply(ctx context.Context, ev *clientv3.Event) {
+func (w *watcher) apply(ev *clientv3.Event) {
 	key := string(ev.Kv.Key)
 	if ev.Type == clientv3.EventTypeDelete {
 		if l, ok := w.known[key]; ok {
 			delete(w.known, key)
-			w.fn(Event{Type: Removed, Lease: l})
+			w.emit(Event{Type: Removed, Lease: l})
 		}
 		return
 	}
@@ -187,24 +217,18 @@ func (w *watcher) apply(ctx context.Context, ev *clientv3.Event) {
 		w.r.log.Warn("skipping subnet key", "key", key, "err", err)
 		if l, ok := w.known[key]; ok {
 			delete(w.known, key)
-			w.fn(Event{Type: Removed, Lease: l})
+			w.emit(Event{Type: Removed, Lease: l})
 		}
 		return
 	}
 	l := e.lease()
-	if l.LeaseID != 0 {
-		if l.Expiration, err = w.r.expiration(ctx, l.LeaseID); err != nil {
-			// The lease is still worth reporting; only its expiry is
-			// unknown, and nothing on the data path reads it.
-			w.r.log.Warn("lease expiration unknown", "key", key, "err", err)
-		}
-	}
 	w.known[key] = l
-	w.fn(Event{Type: Added, Lease: l})
+	w.emit(Event{Type: Added, Lease: l})
 }
 
-// listLeases is Leases with each lease's etcd key.
-func (r *Registry) listLeases(ctx context.Context) ([]string, []Lease, int64, error) {
+// listLeases is Leases with each lease's etcd key; with expiry, it asks
+// etcd for each etcd lease's remaining time (one request per lease).
+func (r *Registry) listLeases(ctx context.Context, expiry bool) ([]string, []Lease, int64, error) {
 	entries, rev, err := r.list(ctx, func(key string, err error) {
 		r.log.Warn("skipping subnet key with a bad name", "key", key, "err", err)
 	})
@@ -221,7 +245,7 @@ func (r *Registry) listLeases(ctx context.Context) ([]string, []Lease, int64, er
 			continue
 		}
 		l := e.lease()
-		if l.LeaseID != 0 {
+		if expiry && l.LeaseID != 0 {
 			t, ok := exp[l.LeaseID]
 			if !ok {
 				if t, err = r.expiration(ctx, l.LeaseID); err != nil {

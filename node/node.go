@@ -256,7 +256,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.StopCapture()
 	run("forwarder", n.fwd.Run)
 	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
-	run("watch peers", func(ctx context.Context) error { return n.reg.Watch(ctx, n.peerEvent) })
+	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
 	})
@@ -286,32 +286,47 @@ func (n *Node) leaseChanged(cancel context.CancelFunc, errc chan<- error) func(*
 	}
 }
 
-// peerEvent applies one lease event to the route table.
-func (n *Node) peerEvent(ev lease.Event) {
-	l := ev.Lease
-	if l.Subnet == n.lease.Subnet {
-		return
+// peerEvents applies a batch of lease events to the route table, in one
+// new snapshot of it.
+func (n *Node) peerEvents(evs []lease.Event) {
+	// A node joining a big overlay learns every peer at once: one line
+	// per peer is for debugging then, a summary says what happened.
+	level := slog.LevelInfo
+	if len(evs) > 16 {
+		level = slog.LevelDebug
 	}
-	if ev.Type == lease.Removed {
-		if n.table.Delete(l.Subnet) {
-			n.log.Info("peer removed", "subnet", l.Subnet)
+	changes := make([]route.Change, 0, len(evs))
+	for _, ev := range evs {
+		l := ev.Lease
+		if l.Subnet == n.lease.Subnet {
+			continue
 		}
-		return
+		if ev.Type == lease.Removed {
+			changes = append(changes, route.Change{Subnet: l.Subnet, Delete: true})
+			n.log.Log(context.Background(), level, "peer removed", "subnet", l.Subnet)
+			continue
+		}
+		if l.Attrs.BackendType != "vxlan" {
+			n.log.Warn("peer skipped: not a vxlan lease", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
+			continue
+		}
+		if l.Attrs.VNI != n.overlay.Backend.VNI {
+			n.log.Warn("peer skipped: other VNI", "subnet", l.Subnet, "vni", l.Attrs.VNI, "ours", n.overlay.Backend.VNI)
+			continue
+		}
+		changes = append(changes, route.Change{
+			Subnet: l.Subnet,
+			Addr:   netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port)),
+			VTEP:   l.Attrs.VtepMAC,
+		})
+		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String())
 	}
-	if l.Attrs.BackendType != "vxlan" {
-		n.log.Warn("peer skipped: not a vxlan lease", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
-		return
+	if err := n.table.Apply(changes); err != nil {
+		n.log.Warn("peers skipped", "err", err)
 	}
-	if l.Attrs.VNI != n.overlay.Backend.VNI {
-		n.log.Warn("peer skipped: other VNI", "subnet", l.Subnet, "vni", l.Attrs.VNI, "ours", n.overlay.Backend.VNI)
-		return
+	if level == slog.LevelDebug {
+		n.log.Info("peers updated", "events", len(evs), "peers", n.table.Len())
 	}
-	addr := netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port))
-	if err := n.table.Set(l.Subnet, addr, l.Attrs.VtepMAC); err != nil {
-		n.log.Warn("peer skipped", "subnet", l.Subnet, "err", err)
-		return
-	}
-	n.log.Info("peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String())
 }
 
 // Where a node keeps its state unless told otherwise.

@@ -2,6 +2,7 @@ package route
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -50,48 +51,82 @@ func NewTable(vni uint32, local net.HardwareAddr) (*Table, error) {
 	return t, nil
 }
 
+// Change is one update for Apply: the peer owning Subnet is now at Addr
+// with VTEP, or, with Delete, there is none.
+type Change struct {
+	Subnet netip.Prefix
+	Addr   netip.AddrPort
+	VTEP   net.HardwareAddr
+	Delete bool
+}
+
 // Set adds the peer owning subnet, or replaces what the table knew of it.
 func (t *Table) Set(subnet netip.Prefix, addr netip.AddrPort, vtep net.HardwareAddr) error {
-	if !subnet.IsValid() || subnet != subnet.Masked() {
-		return fmt.Errorf("route: subnet %s is not a masked prefix", subnet)
-	}
-	if !addr.IsValid() || addr.Port() == 0 {
-		return fmt.Errorf("route: peer %s: underlay address %s is not valid", subnet, addr)
-	}
-	h, err := encap.NewHeader(t.vni, t.local, vtep)
-	if err != nil {
-		return fmt.Errorf("route: peer %s: %w", subnet, err)
-	}
-	p := &Peer{Subnet: subnet, Addr: unmapPort(addr), VTEP: slices.Clone(vtep), Header: h}
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	old := t.snap.Load()
-	peers := make(map[netip.Prefix]*Peer, len(old.peers)+1)
-	for k, v := range old.peers {
-		peers[k] = v
-	}
-	peers[subnet] = p
-	t.snap.Store(build(peers))
-	return nil
+	return t.Apply([]Change{{Subnet: subnet, Addr: addr, VTEP: vtep}})
 }
 
 // Delete removes the peer owning subnet and reports whether there was one.
 func (t *Table) Delete(subnet netip.Prefix) bool {
 	t.mu.Lock()
+	_, ok := t.snap.Load().peers[subnet]
+	t.mu.Unlock()
+	if ok {
+		t.Apply([]Change{{Subnet: subnet, Delete: true}})
+	}
+	return ok
+}
+
+// Apply makes every change and publishes one new snapshot: the table is
+// copied once per batch, not once per peer, so learning N peers from one
+// list costs N, not N². A change with bad data is skipped and its error
+// returned (joined with the others'); the rest still apply.
+func (t *Table) Apply(changes []Change) error {
+	var errs []error
+	peers := make([]*Peer, len(changes))
+	for i, c := range changes {
+		if c.Delete {
+			continue
+		}
+		p, err := t.newPeer(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		peers[i] = p
+	}
+
+	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.snap.Load()
-	if _, ok := old.peers[subnet]; !ok {
-		return false
-	}
-	peers := make(map[netip.Prefix]*Peer, len(old.peers))
+	next := make(map[netip.Prefix]*Peer, len(old.peers)+len(changes))
 	for k, v := range old.peers {
-		if k != subnet {
-			peers[k] = v
+		next[k] = v
+	}
+	for i, c := range changes {
+		switch {
+		case c.Delete:
+			delete(next, c.Subnet)
+		case peers[i] != nil:
+			next[c.Subnet] = peers[i]
 		}
 	}
-	t.snap.Store(build(peers))
-	return true
+	t.snap.Store(build(next))
+	return errors.Join(errs...)
+}
+
+// newPeer checks a change and builds its peer, header template included.
+func (t *Table) newPeer(c Change) (*Peer, error) {
+	if !c.Subnet.IsValid() || c.Subnet != c.Subnet.Masked() {
+		return nil, fmt.Errorf("route: subnet %s is not a masked prefix", c.Subnet)
+	}
+	if !c.Addr.IsValid() || c.Addr.Port() == 0 {
+		return nil, fmt.Errorf("route: peer %s: underlay address %s is not valid", c.Subnet, c.Addr)
+	}
+	h, err := encap.NewHeader(t.vni, t.local, c.VTEP)
+	if err != nil {
+		return nil, fmt.Errorf("route: peer %s: %w", c.Subnet, err)
+	}
+	return &Peer{Subnet: c.Subnet, Addr: unmapPort(c.Addr), VTEP: slices.Clone(c.VTEP), Header: h}, nil
 }
 
 func build(peers map[netip.Prefix]*Peer) *snapshot {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -195,6 +197,54 @@ func BenchmarkLookup(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if tb.Lookup(dsts[i&255]) == nil {
 					b.Fatal("no peer")
+				}
+			}
+		})
+	}
+}
+
+func TestTableApplyBatch(t *testing.T) {
+	tb := mustTable(t)
+	tb.Set(netip.MustParsePrefix("172.16.1.0/24"), netip.MustParseAddrPort("10.0.0.1:8472"), macB)
+	err := tb.Apply([]Change{
+		{Subnet: netip.MustParsePrefix("172.16.2.0/24"), Addr: netip.MustParseAddrPort("10.0.0.2:8472"), VTEP: macB},
+		{Subnet: netip.MustParsePrefix("172.16.3.0/24"), Addr: netip.MustParseAddrPort("10.0.0.3:8472"), VTEP: macC[:3]}, // bad MAC
+		{Subnet: netip.MustParsePrefix("172.16.1.0/24"), Delete: true},
+		{Subnet: netip.MustParsePrefix("172.16.4.0/24"), Addr: netip.MustParseAddrPort("10.0.0.4:8472"), VTEP: macC},
+	})
+	if err == nil || !strings.Contains(err.Error(), "172.16.3.0/24") {
+		t.Errorf("Apply error = %v, want one naming the bad peer", err)
+	}
+	var got []string
+	for _, p := range tb.Peers() {
+		got = append(got, p.Subnet.String())
+	}
+	if want := []string{"172.16.2.0/24", "172.16.4.0/24"}; !slices.Equal(got, want) {
+		t.Errorf("peers after Apply = %v, want %v", got, want)
+	}
+	if tb.KnownSender(netip.MustParseAddr("10.0.0.1")) || !tb.KnownSender(netip.MustParseAddr("10.0.0.4")) {
+		t.Error("senders not updated with the batch")
+	}
+}
+
+// BenchmarkLearnPeers is what a node does when it starts in an overlay of
+// n nodes: learn every lease from one list, in one batch.
+func BenchmarkLearnPeers(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			changes := make([]Change, n)
+			for i := range changes {
+				changes[i] = Change{
+					Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(128 + i>>8), byte(i), 0}), 24),
+					Addr:   netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, byte(i >> 8), byte(i)}), 8472),
+					VTEP:   macB,
+				}
+			}
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				tb := mustTable(b)
+				if err := tb.Apply(changes); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

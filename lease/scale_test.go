@@ -241,41 +241,61 @@ func (s *countedStream) SendMsg(m any) error {
 
 // BenchmarkPeerTable measures what the route table costs per peer: the
 // heap it holds once built (HeapAlloc after GC, divided by peers), and
-// the time and garbage to learn the peers one lease event at a time, as a
-// node does when it joins a big overlay.
+// the time and garbage to learn the peers: in one batch, as a node does
+// when it starts in a big overlay (the list), or one lease event at a
+// time, as it does while the others join one by one.
 func BenchmarkPeerTable(b *testing.B) {
 	local := net.HardwareAddr{0x02, 0, 0, 0, 0, 1}
 	for _, peers := range []int{1000, 10000} {
-		b.Run(strconv.Itoa(peers), func(b *testing.B) {
-			for range b.N {
-				runtime.GC()
-				var m0, m1 runtime.MemStats
-				runtime.ReadMemStats(&m0)
-				t, err := route.NewTable(1, local)
-				if err != nil {
-					b.Fatal(err)
-				}
-				start := time.Now()
-				for i := range peers {
-					a := scaleAttrs(i)
-					subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
-					if err := t.Set(subnet, netip.AddrPortFrom(a.PublicIP, 8472), a.VtepMAC); err != nil {
+		for _, batch := range []bool{true, false} {
+			name := fmt.Sprintf("peers=%d/one-at-a-time", peers)
+			if batch {
+				name = fmt.Sprintf("peers=%d/one-batch", peers)
+			}
+			b.Run(name, func(b *testing.B) {
+				for range b.N {
+					runtime.GC()
+					var m0, m1 runtime.MemStats
+					runtime.ReadMemStats(&m0)
+					t, err := route.NewTable(1, local)
+					if err != nil {
 						b.Fatal(err)
 					}
+					changes := make([]route.Change, peers)
+					for i := range changes {
+						a := scaleAttrs(i)
+						changes[i] = route.Change{
+							Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24),
+							Addr:   netip.AddrPortFrom(a.PublicIP, 8472),
+							VTEP:   a.VtepMAC,
+						}
+					}
+					start := time.Now()
+					if batch {
+						if err := t.Apply(changes); err != nil {
+							b.Fatal(err)
+						}
+					} else {
+						for _, c := range changes {
+							if err := t.Set(c.Subnet, c.Addr, c.VTEP); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+					build := time.Since(start)
+					runtime.GC()
+					runtime.ReadMemStats(&m1)
+					if t.Len() != peers {
+						b.Fatalf("table has %d peers, want %d", t.Len(), peers)
+					}
+					runtime.KeepAlive(t)
+					b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(peers), "heap-B/peer")
+					b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(peers), "alloc-B/peer")
+					b.ReportMetric(float64(build.Microseconds())/float64(peers), "µs/peer")
+					b.ReportMetric(build.Seconds(), "s-to-learn-all")
 				}
-				build := time.Since(start)
-				runtime.GC()
-				runtime.ReadMemStats(&m1)
-				if t.Len() != peers {
-					b.Fatalf("table has %d peers, want %d", t.Len(), peers)
-				}
-				runtime.KeepAlive(t)
-				b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/float64(peers), "heap-B/peer")
-				b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(peers), "alloc-B/peer")
-				b.ReportMetric(float64(build.Microseconds())/float64(peers), "µs/Set")
-				b.ReportMetric(build.Seconds(), "s-to-learn-all")
-			}
-		})
+			})
+		}
 	}
 }
 

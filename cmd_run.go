@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"vxrouter/lease"
 	"vxrouter/node"
@@ -26,10 +25,9 @@ func runCommand() *cli.Command {
 			"the TUN device, writes subnet.env, learns every other node's lease and forwards\n" +
 			"overlay traffic as VXLAN over UDP until SIGINT or SIGTERM. Needs root (or\n" +
 			"CAP_NET_ADMIN). The lease stays in etcd on exit, so a restart keeps the subnet.",
-		Flags: []cli.Flag{
+		// etcd's flags (endpoints, prefix, TLS, auth) are shared with `lease`.
+		Flags: append([]cli.Flag{
 			logLevelFlag(),
-			&cli.StringFlag{Name: "etcd-endpoints", Value: "http://127.0.0.1:2379", Usage: "comma-separated etcd endpoints", EnvVars: []string{"VXROUTER_ETCD_ENDPOINTS"}},
-			&cli.StringFlag{Name: "etcd-prefix", Value: lease.DefaultPrefix, Usage: "etcd prefix of the overlay's config and subnets", EnvVars: []string{"VXROUTER_ETCD_PREFIX"}},
 			&cli.StringFlag{Name: "iface", Usage: "underlay interface, by name or address (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
 			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the interface's first IPv4)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
@@ -44,7 +42,7 @@ func runCommand() *cli.Command {
 			&cli.Int64Flag{Name: "capture-limit", Value: 64 << 20, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
 			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
-		},
+		}, etcdFlags()...),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -89,11 +87,11 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		CaptureLimit: c.Int64("capture-limit"),
 		MetricsAddr:  c.String("metrics-addr"),
 	}
-	eps, err := splitEndpoints(c.String("etcd-endpoints"))
+	etcd, err := etcdClientConfig(c)
 	if err != nil {
 		return cfg, err
 	}
-	cfg.Etcd = clientv3.Config{Endpoints: eps}
+	cfg.Etcd = etcd
 	if s := c.String("public-ip"); s != "" {
 		ip, err := netip.ParseAddr(s)
 		if err != nil || !ip.Is4() {

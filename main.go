@@ -40,6 +40,7 @@ func newApp() *cli.App {
 			explainCommand(),
 			etcdCommand(),
 			benchCommand(),
+			leaseCommand(),
 		},
 		EnableBashCompletion: true,
 	}

@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // DefaultDialTimeout bounds a client's first connection when
@@ -161,6 +162,13 @@ func ClientConfig(o ClientOptions) (clientv3.Config, error) {
 	// above etcd's default --grpc-keepalive-min-time (5s).
 	cfg.DialKeepAliveTime = 10 * time.Second
 	cfg.DialKeepAliveTimeout = 5 * time.Second
+	// gRPC's reconnect backoff grows to two minutes: after a long etcd
+	// outage a node would wait that long to notice etcd is back, with its
+	// lease running out. Five seconds at most between tries is cheap.
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	}))
 	return cfg, nil
 }
 

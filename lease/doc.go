@@ -4,10 +4,13 @@
 //
 //   - the network config (Config, ParseConfig) at <prefix>/config;
 //   - subnet leases (Acquire, KeepAlive) and their values (Attrs);
-//   - the view of every peer (Leases, Watch), which the router turns into
-//     its table;
+//   - the view of every peer (Leases, Watch, WatchBatches), which the
+//     router turns into its table;
+//   - operators' changes (PutConfigJSON, Reserve, Release);
 //   - subnet.env for CNI and Docker (WriteSubnetEnv, ReadSubnetEnv);
-//   - a one-member embedded etcd for demos and tests (StartEmbedded).
+//   - the etcd client's config, TLS and auth in one place (ClientConfig,
+//     Dial), and a one-member embedded etcd for demos and tests
+//     (StartEmbedded).
 //
 // It knows nothing of packets or devices.
 //
@@ -45,8 +48,16 @@
 //
 // A Registry is safe for concurrent use by many goroutines; it has no
 // state of its own beyond the etcd client. Watch calls its function from
-// the goroutine that called Watch, one event at a time. KeepAlive calls
-// onChange from its own goroutine (the caller's).
+// the goroutine that called Watch, one event at a time (WatchBatches, a
+// batch at a time). KeepAlive calls onChange from its own goroutine (the
+// caller's).
+//
+// # Cost at scale
+//
+// A node costs etcd about five requests to join (list, transaction, lease
+// grant, watch) plus one renewal every third of the TTL; each change is
+// one watch event to every node. Watch does not ask for every lease's
+// expiry (that would be N² requests across N nodes); Leases does.
 //
 // # Debugging
 //

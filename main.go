@@ -18,7 +18,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := newApp().RunContext(ctx, os.Args); err != nil {
+	app := newApp()
+	if err := app.RunContext(ctx, flagsFirst(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "vxrouter:", err)
 		stop()
 		os.Exit(1)

@@ -3,37 +3,16 @@ package bench
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+	"vxrouter/internal/testbin"
 )
 
 // vxrBinary is the vxrouter built for these tests, or "" when not root.
 var vxrBinary string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "vxrouter-bench-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vxrBinary = filepath.Join(dir, "vxrouter")
-	out, err := exec.Command("go", "build", "-o", vxrBinary, "vxrouter").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build vxrouter: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &vxrBinary) }
 
 func needRoot(t *testing.T) {
 	t.Helper()

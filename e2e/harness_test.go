@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"vxrouter/internal/testbin"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -24,26 +24,7 @@ import (
 // binary is the vxrouter built for these tests, or "" when not root.
 var binary string
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "vxrouter-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		binary = filepath.Join(dir, "vxrouter")
-		out, err := exec.Command("go", "build", "-o", binary, "vxrouter").CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build vxrouter: %v\n%s", err, out)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // overlay is one test's world: an embedded etcd with the overlay's config,
 // and a lab to put hosts in.

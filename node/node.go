@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"vxrouter/encap"
 	"vxrouter/lease"
@@ -106,7 +107,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if etcdCfg.DialTimeout == 0 {
 		etcdCfg.DialTimeout = 5 * time.Second
 	}
-	etcdCfg.Logger = nil // clientv3 logs through zap; keep it quiet
+	// clientv3 would log its own retries as JSON at warn level, in the
+	// middle of the node's log; the registry reports what matters (renewal
+	// and watch failures, with backoff) through the node's logger.
+	etcdCfg.Logger = zap.NewNop()
 	if n.cli, err = clientv3.New(etcdCfg); err != nil {
 		return nil, fmt.Errorf("etcd client for %v: %w", etcdCfg.Endpoints, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -398,5 +399,57 @@ func BenchmarkForwarderOverFakes(b *testing.B) {
 				b.Fatalf("%d drops", d)
 			}
 		})
+	}
+}
+
+// TestBatchLooksUpEachDestination checks that the lookups kept across a
+// batch (encapBatch's last route, decapBatch's last sender) never carry a
+// decision over to a packet it does not fit: destinations and senders
+// change from packet to packet here.
+func TestBatchLooksUpEachDestination(t *testing.T) {
+	tb := mustTable(t)
+	addrA := netip.MustParseAddrPort("10.0.0.1:8472")
+	addrB := netip.MustParseAddrPort("10.0.0.2:8472")
+	addrC := netip.MustParseAddrPort("10.0.0.3:8472")
+	tb.Set(netip.MustParsePrefix("172.16.57.0/24"), addrB, macB)
+	tb.Set(netip.MustParsePrefix("172.16.58.0/24"), addrC, macC)
+	tb.Set(netip.MustParsePrefix("172.16.99.0/24"), addrA, macA)
+	dec, _ := encap.NewDecoder(1, macB)
+	f := NewForwarder(nil, nil, tb, dec, nil)
+
+	dsts := []string{"172.16.57.15", "172.16.57.16", "172.16.58.7", "172.16.3.3", "172.16.57.15", "172.16.58.7"}
+	want := []netip.AddrPort{addrB, addrB, addrC, addrB, addrC} // 172.16.3.3 has no route
+	bufs, sizes := make([][]byte, len(dsts)), make([]int, len(dsts))
+	for i, d := range dsts {
+		pkt := ipv4UDP(t, "172.16.99.8", d, []byte("x"))
+		bufs[i] = append(make([]byte, Headroom), pkt...)
+		sizes[i] = len(pkt)
+	}
+	out, to := f.encapBatch(bufs, sizes, nil, nil)
+	if !slices.Equal(to, want) {
+		t.Errorf("destinations %v, want %v", to, want)
+	}
+	if n := f.NoRoute.Load(); n != 1 {
+		t.Errorf("no-route counted %d times, want 1", n)
+	}
+
+	// The frames come back as if from A, a stranger, A, C and the stranger.
+	stranger := netip.MustParseAddrPort("10.0.0.66:8472")
+	froms := []netip.AddrPort{addrA, stranger, addrA, addrC, stranger}
+	sizes = sizes[:len(out)]
+	for i := range out {
+		sizes[i] = len(out[i])
+	}
+	got := f.decapBatch(out, sizes, froms, nil)
+	// out[2] and out[4] are for C's VTEP MAC, which B's decoder refuses
+	// (out[4] does not get that far); out[0] and out[3] pass.
+	if len(got) != 2 {
+		t.Errorf("%d datagrams accepted, want 2 (from A and from C, to B's MAC)", len(got))
+	}
+	if n := f.UnknownSender.Load(); n != 2 {
+		t.Errorf("unknown sender counted %d times, want 2", n)
+	}
+	if n := f.Decap[encap.ForeignMAC].Load(); n != 1 {
+		t.Errorf("foreign MAC counted %d times, want 1 (the frame for C, from A)", n)
 	}
 }

@@ -22,7 +22,10 @@
 //     of equal-size datagrams to one peer goes as one, gathered from the
 //     callers' buffers) and UDP GRO (coalesced runs are split back into
 //     datagrams on Read) where the kernel has them. [ListenUDPQueues]
-//     opens one SO_REUSEPORT socket per queue.
+//     opens one SO_REUSEPORT socket per queue, with a classic BPF
+//     program that picks the socket by the VXLAN datagram's inner flow
+//     (a peer sends every flow from one UDP port, so the kernel's own
+//     4-tuple hash would put all of a peer's traffic on one queue).
 //   - [ErrClosed]: how both report that they were closed.
 //
 // In-memory fakes of both, for tests of the code that drives them, live in

@@ -222,7 +222,9 @@ func ListenUDPOptions(addr netip.AddrPort, o UDPOptions) (*UDP, error) {
 
 // ListenUDPQueues opens n sockets on addr with SO_REUSEPORT, one per
 // queue. With port 0 the first gets a port from the kernel and the others
-// share it. Before that it binds addr once without SO_REUSEPORT and lets
+// share it. With more than one, a datagram goes to the socket its inner
+// flow hashes to (see steerByInnerFlow), not the kernel's hash of the
+// outer 4-tuple, which is one value per peer. Before that it binds addr once without SO_REUSEPORT and lets
 // go: a port held by anyone else (another vxrouter, the kernel's vxlan)
 // is an error, as it is for a single socket, not a share.
 func ListenUDPQueues(addr netip.AddrPort, n int, o UDPOptions) (_ []*UDP, err error) {
@@ -258,7 +260,106 @@ func ListenUDPQueues(addr netip.AddrPort, n int, o UDPOptions) (_ []*UDP, err er
 		us = append(us, u)
 		addr = netip.AddrPortFrom(addr.Addr(), u.local.Port())
 	}
+	if n > 1 {
+		// Best effort: without the program the kernel hashes the 4-tuple,
+		// which works, only with every peer's traffic on one queue.
+		_ = us[0].steerByInnerFlow(n)
+	}
 	return us, nil
+}
+
+// steerByInnerFlow attaches to the SO_REUSEPORT group a classic BPF
+// program that picks the socket by the inner flow of the VXLAN datagram.
+//
+// The kernel's own choice hashes the outer 4-tuple, and every VXLAN
+// sender (vxrouter, and the kernel's vxlan for most flows) sends to one
+// port from one port: all of a peer's traffic would land on one socket
+// and one forwarding loop, however many queues there are. The program
+// sees the UDP payload (the kernel pulls the UDP header first) and hashes
+// the inner IP addresses and transport ports, so each inner flow stays on
+// one socket (no reordering) and several flows spread over all of them.
+// A datagram too short for the fields it reads makes the program return
+// 0, its first socket: bad datagrams are dropped there as anywhere.
+func (u *UDP) steerByInnerFlow(n int) error {
+	prog := innerFlowProgram(n)
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	var serr error
+	if err := u.raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", serr)
+	}
+	return nil
+}
+
+// innerFlowProgram returns the classic BPF program of steerByInnerFlow for
+// n sockets. Offsets are from the start of the UDP payload: the VXLAN
+// header (8) and inner Ethernet header (14) put the inner IP header at 22.
+// It returns (src^dst address, low 32 bits, ^ src^dst port) * a golden
+// ratio constant >> 16, mod n: a multiplicative hash, since ephemeral
+// ports of one host often share their low bit.
+func innerFlowProgram(n int) []unix.SockFilter {
+	const (
+		ip    = 22
+		v6Src = ip + 8 + 12 // last 4 bytes of the IPv6 source
+		v6Dst = ip + 24 + 12
+		v6L4  = ip + 40
+	)
+	ins := func(code uint16, jt, jf uint8, k uint32) unix.SockFilter {
+		return unix.SockFilter{Code: code, Jt: jt, Jf: jf, K: k}
+	}
+	xorInto := []unix.SockFilter{ // A ^= M[0]; M[0] = A
+		ins(unix.BPF_LDX|unix.BPF_W|unix.BPF_MEM, 0, 0, 0),
+		ins(unix.BPF_ALU|unix.BPF_XOR|unix.BPF_X, 0, 0, 0),
+		ins(unix.BPF_ST, 0, 0, 0),
+	}
+	var v4, v6 []unix.SockFilter
+	v4 = append(v4,
+		ins(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, 0, 0, ip+12), // source address
+		ins(unix.BPF_ST, 0, 0, 0),
+		ins(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, 0, 0, ip+16)) // destination
+	v4 = append(v4, xorInto...)
+	v4 = append(v4,
+		ins(unix.BPF_LDX|unix.BPF_B|unix.BPF_MSH, 0, 0, ip), // X = IHL*4
+		ins(unix.BPF_LD|unix.BPF_H|unix.BPF_IND, 0, 0, ip))  // source port
+	v4 = append(v4, xorInto...)
+	v4 = append(v4,
+		ins(unix.BPF_LDX|unix.BPF_B|unix.BPF_MSH, 0, 0, ip),
+		ins(unix.BPF_LD|unix.BPF_H|unix.BPF_IND, 0, 0, ip+2)) // destination port
+	v4 = append(v4, xorInto...)
+	v6 = append(v6,
+		ins(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, 0, 0, v6Src),
+		ins(unix.BPF_ST, 0, 0, 0),
+		ins(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, 0, 0, v6Dst))
+	v6 = append(v6, xorInto...)
+	v6 = append(v6, ins(unix.BPF_LD|unix.BPF_H|unix.BPF_ABS, 0, 0, v6L4))
+	v6 = append(v6, xorInto...)
+	v6 = append(v6, ins(unix.BPF_LD|unix.BPF_H|unix.BPF_ABS, 0, 0, v6L4+2))
+	v6 = append(v6, xorInto...)
+	hash := []unix.SockFilter{
+		ins(unix.BPF_LD|unix.BPF_MEM, 0, 0, 0),
+		ins(unix.BPF_ALU|unix.BPF_MUL|unix.BPF_K, 0, 0, 0x9e3779b1),
+		ins(unix.BPF_ALU|unix.BPF_RSH|unix.BPF_K, 0, 0, 16),
+		ins(unix.BPF_ALU|unix.BPF_MOD|unix.BPF_K, 0, 0, uint32(n)),
+		ins(unix.BPF_RET|unix.BPF_A, 0, 0, 0),
+	}
+	// Layout: version test; v4 block; jump to hash; v6 test; v6 block;
+	// hash; "return 0" for anything else.
+	var p []unix.SockFilter
+	p = append(p,
+		ins(unix.BPF_LD|unix.BPF_B|unix.BPF_ABS, 0, 0, ip),
+		ins(unix.BPF_ALU|unix.BPF_RSH|unix.BPF_K, 0, 0, 4),
+		ins(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, uint8(len(v4)+1), 4))
+	p = append(p, v4...)
+	p = append(p, ins(unix.BPF_JMP|unix.BPF_JA, 0, 0, uint32(1+len(v6))))
+	p = append(p, ins(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, 0, uint8(len(v6)+len(hash)), 6))
+	p = append(p, v6...)
+	p = append(p, hash...)
+	p = append(p, ins(unix.BPF_RET|unix.BPF_K, 0, 0, 0))
+	return p
 }
 
 // setSocketOptions runs before bind. Buffer failures are not errors: the

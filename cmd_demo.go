@@ -129,9 +129,20 @@ type demoNode struct {
 
 // runDemo builds the demo overlay, narrates it, pings across it and, unless
 // asked to keep it, tears it down.
-func runDemo(ctx context.Context, o demoOptions) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+func runDemo(parent context.Context, o demoOptions) (err error) {
+	ctx, cancel := context.WithTimeout(parent, o.Timeout)
 	defer cancel()
+	// Whatever failed on the way down, an interrupt or a timeout is what
+	// the user needs to hear (the teardown below runs either way).
+	defer func() {
+		switch {
+		case err == nil:
+		case parent.Err() != nil:
+			err = errors.New("interrupted; everything the demo made is removed")
+		case ctx.Err() != nil:
+			err = fmt.Errorf("gave up after --timeout %s (%v); everything the demo made is removed", o.Timeout, err)
+		}
+	}()
 	bin, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
@@ -297,12 +308,15 @@ func runDemo(ctx context.Context, o demoOptions) (err error) {
 	}
 
 	p("")
-	if failed > 0 {
+	if failed > 0 && ctx.Err() == nil {
 		for _, dn := range nodes {
 			p("--- log of %s (%s)", dn.node.Host.Name, dn.node.LogFile)
 			p("%s", dn.node.Log())
 		}
 		return fmt.Errorf("%d of %d pod pairs could not ping", failed, pairs)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	p("result: every ping answered (%d pod pairs)", pairs)
 	if o.Keep {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,5 +77,53 @@ func TestDemo(t *testing.T) {
 	}
 	if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
 		t.Errorf("demo --down left processes: %s", out)
+	}
+}
+
+// TestDemoInterrupted: Ctrl-C in the middle of the demo stops it, says so,
+// and leaves nothing behind.
+func TestDemoInterrupted(t *testing.T) {
+	if binary == "" {
+		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
+	}
+	prefix := "vxi" + randHex(2)
+	t.Cleanup(func() { exec.Command(binary, "demo", "--down", "--prefix", prefix).Run() })
+	cmd := exec.Command(binary, "demo", "--prefix", prefix, "--nodes", "3")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once the nodes are starting: etcd, a lab and processes exist.
+	buf := make([]byte, 4096)
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), "took 172.16.") {
+		n, err := out.Read(buf)
+		if err != nil {
+			t.Fatalf("demo ended before any node started: %v\n%s%s", err, seen.String(), stderr.String())
+		}
+		seen.Write(buf[:n])
+	}
+	cmd.Process.Signal(os.Interrupt)
+	go io.Copy(io.Discard, out)
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("interrupted demo exited 0")
+	}
+	if !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("demo does not say it was interrupted: %q", stderr.String())
+	}
+	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix+"-") {
+		t.Errorf("interrupted demo left namespaces:\n%s", out)
+	}
+	dir := filepath.Join(os.TempDir(), "vxrouter-demo-"+prefix)
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("interrupted demo left %s", dir)
+	}
+	if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
+		t.Errorf("interrupted demo left processes: %s", out)
 	}
 }

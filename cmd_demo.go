@@ -152,8 +152,11 @@ func runDemo(parent context.Context, o demoOptions) (err error) {
 		return fmt.Errorf("remove an earlier demo: %w", err)
 	}
 	dir := demoDir(o.Prefix)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	// Made fresh and private: the demo runs as root in a world-writable
+	// /tmp, and a directory someone else made there first must not be
+	// trusted with etcd's socket or the nodes' state.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("demo directory: %w", err)
 	}
 	keep := false // set once everything is up and --keep asked for it
 	defer func() {

@@ -277,14 +277,6 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	return bw.Flush()
 }
 
-func (r *Report) scenarioNames() []string {
-	var ns []string
-	for _, s := range r.Scenarios {
-		ns = append(ns, s.Name)
-	}
-	return ns
-}
-
 var xmlEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&apos;")
 
 func esc(s string) string { return xmlEscaper.Replace(s) }

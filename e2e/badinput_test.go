@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +118,11 @@ func TestGarbagePeerLeases(t *testing.T) {
 		"/coreos.com/network/subnets/172.16.77.0-24": `{"PublicIP":`,
 		"/coreos.com/network/subnets/172.16.78.0-24": `{"PublicIP":"10.213.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}`,
 		"/coreos.com/network/subnets/172.16.79.0-33": `{}`,
+		// Well-formed, but no peer: a catch-all route, a subnet of
+		// another length, and one claiming node 1's own address.
+		"/coreos.com/network/subnets/0.0.0.0-0":      `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
+		"/coreos.com/network/subnets/172.16.80.0-25": `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
+		"/coreos.com/network/subnets/172.16.81.0-24": `{"PublicIP":"` + h1.Underlay.String() + `","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
 	}
 	for k, v := range garbage {
 		if _, err := o.cli.Put(o.ctx, k, v); err != nil {
@@ -138,4 +144,30 @@ func TestGarbagePeerLeases(t *testing.T) {
 	}
 	o.mustPing(p1, p2)
 	o.mustPing(p2, p1)
+	peers, err := n1.Peers(o.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(peers) != 1 || peers[0].Subnet != env2.Subnet.Masked().String() {
+		t.Errorf("node 1's peers = %+v, want only node 2's %s", peers, env2.Subnet.Masked())
+	}
+}
+
+// TestPortTakenLeavesNoLease: a node that cannot bind its VXLAN port fails
+// before it takes a lease, so no peer routes to a node that is not there.
+func TestPortTakenLeavesNoLease(t *testing.T) {
+	o := newOverlay(t, network16)
+	h := o.host("pt")
+	var conn *net.UDPConn
+	if err := h.Do(func() (err error) {
+		conn, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP(h.Underlay.AsSlice()), Port: 8472})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	log := o.startFailing(t, h)
+	if !strings.Contains(log, "address already in use") {
+		t.Errorf("log does not say the port is taken:\n%s", log)
+	}
 }

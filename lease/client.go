@@ -234,7 +234,8 @@ func Dial(ctx context.Context, o ClientOptions) (*clientv3.Client, error) {
 	// default the first request just times out and the TLS or network
 	// error behind it is lost. gRPC discourages blocking dials in
 	// general; checking a configuration at startup is the case it fits.
-	cfg.DialOptions = append(cfg.DialOptions, grpc.WithBlock(), grpc.WithReturnConnectionError()) //nolint:staticcheck // see above
+	//lint:ignore SA1019 a blocking dial that keeps its error is what a startup check needs (see above)
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithBlock(), grpc.WithReturnConnectionError())
 	if cfg.Logger, err = quietLogger(); err != nil {
 		return nil, err
 	}

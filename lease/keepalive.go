@@ -148,11 +148,13 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 				if ev.Type == clientv3.EventTypeDelete {
 					return lost("key %s deleted", key)
 				}
+				prev := cur.LeaseID
 				if err := r.stillOurs(ev.Kv.Value, ev.Kv.Lease, cur, changed); err != nil {
 					return err
 				}
-				if clientv3.LeaseID(ev.Kv.Lease) != cur.LeaseID {
-					// We follow another etcd lease now; learn its TTL.
+				if cur.LeaseID != prev {
+					// stillOurs followed the key to another etcd lease (or
+					// to none: a reservation); start over to learn its TTL.
 					return errors.New("key moved to another etcd lease")
 				}
 			}

@@ -187,3 +187,51 @@ func assertKeyOn(t *testing.T, cli *clientv3.Client, key string, id clientv3.Lea
 		t.Fatalf("%s = %s on lease %x; want PublicIP %s on %x", key, resp.Kvs[0].Value, resp.Kvs[0].Lease, ip, id)
 	}
 }
+
+// An operator turns a running node's lease into a reservation (`vxrouter
+// lease reserve`): KeepAlive follows the key to "no etcd lease" and stops
+// renewing, without taking the subnet again; and when the key moves on to
+// a lease with a short TTL, it renews that one.
+func TestKeepAliveFollowsToReservationAndBack(t *testing.T) {
+	r, cli := testRegistry(t)
+	ctx := testCtx(t, 30*time.Second)
+	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	l, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, _ := keepAlive(t, r, cfg, l)
+	time.Sleep(200 * time.Millisecond) // let it start watching
+
+	if _, err := r.Reserve(ctx, cfg, l.Subnet, nodeAttrs(1).PublicIP, nodeAttrs(1).VtepMAC); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitChange(t, changes, 5*time.Second); got.Subnet != l.Subnet || got.LeaseID != 0 {
+		t.Fatalf("onChange(%+v), want the same subnet as a reservation", got)
+	}
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case c := <-changes:
+		t.Fatalf("extra onChange(%+v) after the reservation", c)
+	default:
+	}
+	assertKeyOn(t, cli, r.Key(l.Subnet), 0, nodeAttrs(1).PublicIP)
+
+	// The operator releases the reservation and the node's other process
+	// puts the key on a 3 s lease: KeepAlive must keep that one alive.
+	grant, err := cli.Grant(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, r.Key(l.Subnet), mustMarshal(t, nodeAttrs(1)), clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitChange(t, changes, 5*time.Second); got.LeaseID != grant.ID {
+		t.Fatalf("onChange(%+v), want it to follow etcd lease %x", got, grant.ID)
+	}
+	time.Sleep(5 * time.Second) // past the 3 s TTL: only renewals keep it
+	ttl, err := cli.TimeToLive(ctx, grant.ID)
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("followed lease not renewed: %+v, %v", ttl, err)
+	}
+}

@@ -192,9 +192,12 @@ func (w *watcher) watchFrom(ctx context.Context, rev int64) (int64, bool, error)
 			rev = ev.Kv.ModRevision + 1
 		}
 		w.flush()
-		// The header's revision covers every event up to it (also in
-		// progress notifications), so resuming after it misses nothing.
-		if wresp.Header.Revision >= rev {
+		// A response without events (a progress notification) says
+		// nothing happened up to its header's revision. One with events
+		// may be part of a catch-up that etcd sends in slices, with the
+		// store's current revision in every header: resuming after the
+		// header would skip the rest, so resume after the last event.
+		if len(wresp.Events) == 0 && wresp.Header.Revision >= rev {
 			rev = wresp.Header.Revision + 1
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -25,6 +26,9 @@ import (
 //	POST /capture?file=F&limit=BYTES   start a pcap capture (see capture.go)
 //	DELETE /capture                    stop it
 //
+// The capture endpoints write files as root, so they are served on the
+// unix socket only (created 0600); --metrics-addr serves the read-only ones.
+//
 // It is off the hot path: it reads the forwarder's atomic counters and the
 // table's snapshot, nothing more.
 
@@ -36,7 +40,10 @@ type adminPeer struct {
 	VtepMAC  string `json:"vtep_mac"`
 }
 
-func (n *Node) adminHandler() http.Handler {
+// adminHandler serves the read-only endpoints, and with control the ones
+// that change things (capture, which writes a file as root): those only on
+// the unix socket, whose file permissions say who may.
+func (n *Node) adminHandler(control bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -53,6 +60,10 @@ func (n *Node) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
 	})
+	mux.HandleFunc("GET /metrics", n.serveMetrics)
+	if !control {
+		return mux
+	}
 	mux.HandleFunc("POST /capture", func(w http.ResponseWriter, r *http.Request) {
 		file := r.URL.Query().Get("file")
 		if file == "" {
@@ -85,11 +96,12 @@ func (n *Node) adminHandler() http.Handler {
 			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.localAddr().Port())
 		}
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		writeMetrics(w, n.Counters().Snapshot(), n.table.Len())
-	})
 	return mux
+}
+
+func (n *Node) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	writeMetrics(w, n.Counters().Snapshot(), n.table.Len())
 }
 
 // writeMetrics writes counters in Prometheus' text format: traffic as
@@ -118,20 +130,25 @@ func writeMetrics(w interface{ Write([]byte) (int, error) }, counters map[string
 // tcpAddr when set) until ctx ends.
 func (n *Node) serveAdmin(ctx context.Context, path, tcpAddr string) error {
 	var lns []net.Listener
+	var handlers []http.Handler
 	if path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return fmt.Errorf("admin socket: %w", err)
 		}
 		// A socket left by a node that was killed would refuse the bind.
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("admin socket: %w", err)
 		}
+		// Born 0600 (no window with a looser umask): the socket can start
+		// captures, so only its owner may connect.
+		old := syscall.Umask(0o077)
 		ln, err := net.Listen("unix", path)
+		syscall.Umask(old)
 		if err != nil {
 			return fmt.Errorf("admin socket: %w", err)
 		}
-		os.Chmod(path, 0o600)
 		lns = append(lns, ln)
+		handlers = append(handlers, n.adminHandler(true))
 	}
 	if tcpAddr != "" {
 		ln, err := net.Listen("tcp", tcpAddr)
@@ -142,21 +159,26 @@ func (n *Node) serveAdmin(ctx context.Context, path, tcpAddr string) error {
 			return fmt.Errorf("metrics address: %w", err)
 		}
 		lns = append(lns, ln)
+		handlers = append(handlers, n.adminHandler(false)) // read-only over TCP
 	}
 	if len(lns) == 0 {
 		<-ctx.Done()
 		return nil
 	}
-	srv := &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, len(lns))
-	for _, ln := range lns {
+	var srvs []*http.Server
+	for i, ln := range lns {
+		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 5 * time.Second}
+		srvs = append(srvs, srv)
 		n.log.Info("admin endpoint", "listen", ln.Addr().String())
 		go func() { errc <- srv.Serve(ln) }()
 	}
 	<-ctx.Done()
 	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	srv.Shutdown(shutdown)
+	for _, srv := range srvs {
+		srv.Shutdown(shutdown)
+	}
 	if path != "" {
 		os.Remove(path)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -94,6 +95,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, errors.New("node: no state directory (--state-dir)")
 	}
 	n := &Node{cfg: cfg, log: cfg.Log}
+	if cfg.Capture != "" {
+		// Find out now, before anything is set up, that the file can be
+		// written; the capture itself starts once the node forwards.
+		f, err := os.OpenFile(cfg.Capture, os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("capture: %w", err)
+		}
+		f.Close()
+	}
 
 	if n.underlay, err = findUnderlay(cfg.Iface, cfg.PublicIP); err != nil {
 		return nil, err
@@ -104,15 +114,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep.String())
 
 	etcdCfg := cfg.Etcd
-	if etcdCfg.DialTimeout == 0 {
-		etcdCfg.DialTimeout = 5 * time.Second
-	}
+	// With auth, clientv3.New fetches a token and waits DialTimeout for
+	// it: the first contact is what --etcd-timeout bounds.
+	etcdCfg.DialTimeout = cfg.EtcdTimeout
 	// clientv3 would log its own retries as JSON at warn level, in the
 	// middle of the node's log; the registry reports what matters (renewal
 	// and watch failures, with backoff) through the node's logger.
 	etcdCfg.Logger = zap.NewNop()
 	if n.cli, err = clientv3.New(etcdCfg); err != nil {
-		return nil, fmt.Errorf("etcd client for %v: %w", etcdCfg.Endpoints, err)
+		return nil, fmt.Errorf("etcd at %s: %w (check --etcd-endpoints, the TLS files and the credentials, and that etcd is running)",
+			strings.Join(etcdCfg.Endpoints, ","), err)
 	}
 	defer func() {
 		if err != nil {
@@ -133,21 +144,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.overlay.Network.Addr().Is6() {
 		return nil, fmt.Errorf("overlay network %s is IPv6: vxrouter leases IPv4 overlays", n.overlay.Network)
 	}
-
-	var previous netip.Prefix
-	if env, err := lease.ReadSubnetEnv(cfg.SubnetFile); err == nil {
-		previous = env.Subnet.Masked()
-	}
-	attrs := lease.Attrs{
-		PublicIP:    n.underlay.PublicIP,
-		BackendType: "vxlan",
-		VNI:         n.overlay.Backend.VNI,
-		VtepMAC:     n.vtep,
-	}
-	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
-		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
-	}
-	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
 
 	n.mtu = n.overlay.Backend.MTU
 	if n.mtu == 0 {
@@ -194,6 +190,25 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			q.Underlay.Close()
 		}
 	}
+	// The lease comes last of what can fail locally: a node that cannot
+	// open its device or bind its port must not leave a lease behind that
+	// peers would route to.
+	var previous netip.Prefix
+	if env, err := lease.ReadSubnetEnv(cfg.SubnetFile); err == nil {
+		previous = env.Subnet.Masked()
+	}
+	attrs := lease.Attrs{
+		PublicIP:    n.underlay.PublicIP,
+		BackendType: "vxlan",
+		VNI:         n.overlay.Backend.VNI,
+		VtepMAC:     n.vtep,
+	}
+	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
+	}
+	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
+
 	dev := devs[0]
 	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
 		closeAll()
@@ -202,6 +217,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	gso, gro := uls[0].Offloads()
 	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
+	env := lease.SubnetEnv{
+		Network: n.overlay.Network,
+		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
+		MTU:     n.mtu,
+	}
+	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
+	}
 	if cfg.Capture != "" {
 		limit := cfg.CaptureLimit
 		if limit == 0 {
@@ -213,15 +237,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	env := lease.SubnetEnv{
-		Network: n.overlay.Network,
-		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
-		MTU:     n.mtu,
-	}
-	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
-		closeAll()
-		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
-	}
 	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)
 	return n, nil
 }
@@ -308,6 +323,17 @@ func (n *Node) peerEvents(evs []lease.Event) {
 		if ev.Type == lease.Removed {
 			changes = append(changes, route.Change{Subnet: l.Subnet, Delete: true})
 			n.log.Log(context.Background(), level, "peer removed", "subnet", l.Subnet)
+			continue
+		}
+		// A key that parses can still be no peer: a subnet outside the
+		// overlay (0.0.0.0/0 would swallow every route) or of another
+		// length, or one that names this node's own address (a loop).
+		if !n.overlay.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != n.overlay.SubnetLen {
+			n.log.Warn("peer skipped: subnet is not one of the overlay's", "subnet", l.Subnet, "network", n.overlay.Network, "subnet-len", n.overlay.SubnetLen)
+			continue
+		}
+		if l.Attrs.PublicIP == n.underlay.PublicIP {
+			n.log.Warn("peer skipped: it has this node's public IP", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP)
 			continue
 		}
 		if l.Attrs.BackendType != "vxlan" {

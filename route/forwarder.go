@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"vxrouter/encap"
 	"vxrouter/tunnel"
@@ -122,21 +125,31 @@ func closed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
 }
 
-// readFailed decides what a failed read means: shutdown (stop quietly), or
-// a passing error (count, pause briefly so a broken device cannot spin a
-// core, go on).
-func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (stop bool) {
-	if ctx.Err() != nil || closed(err) {
-		return true
+// errGone is returned when a device or socket is closed, or its device
+// removed, while the forwarder should still be running: nothing can be
+// forwarded any more, and the node must say so (exit non-zero, so a
+// supervisor restarts it) instead of running on, deaf.
+var errGone = errors.New("closed while forwarding")
+
+// readFailed decides what a failed read means: shutdown (stop quietly),
+// the device or socket gone under us (stop with an error), or a passing
+// error (count, pause briefly so a broken device cannot spin a core, go
+// on).
+func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (stop bool, _ error) {
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	if closed(err) || errors.Is(err, unix.EBADFD) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
+		return true, fmt.Errorf("%s: %w: %w", side, errGone, err)
 	}
 	if n := f.ReadErrors.Add(1); n&(n-1) == 0 { // log the 1st, 2nd, 4th, 8th... error
 		f.log.Warn("read failed", "side", side, "err", err, "count", n)
 	}
 	select {
 	case <-ctx.Done():
-		return true
+		return true, nil
 	case <-time.After(10 * time.Millisecond):
-		return false
+		return false, nil
 	}
 }
 
@@ -159,8 +172,8 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 	for {
 		n, err := q.Dev.Read(bufs, sizes, Headroom)
 		if err != nil && n == 0 {
-			if f.readFailed(ctx, "tun", err) {
-				return nil
+			if stop, err := f.readFailed(ctx, "tun", err); stop {
+				return err
 			}
 			continue
 		}
@@ -182,7 +195,10 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 		f.TxBytes.Add(bytes)
 		if err != nil {
 			if closed(err) {
-				return nil
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("underlay: %w: %w", errGone, err)
 			}
 			f.SendErrors.Add(uint64(len(out) - sent))
 		}
@@ -262,8 +278,8 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 	for {
 		n, err := q.Underlay.Read(bufs, sizes, from)
 		if err != nil && n == 0 {
-			if f.readFailed(ctx, "underlay", err) {
-				return nil
+			if stop, err := f.readFailed(ctx, "underlay", err); stop {
+				return err
 			}
 			continue
 		}
@@ -287,7 +303,10 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		f.RxPackets.Add(uint64(written))
 		if err != nil {
 			if closed(err) {
-				return nil
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("tun: %w: %w", errGone, err)
 			}
 			f.WriteErrors.Add(uint64(len(out) - written))
 		}

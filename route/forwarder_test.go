@@ -3,6 +3,7 @@ package route
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -451,5 +452,29 @@ func TestBatchLooksUpEachDestination(t *testing.T) {
 	}
 	if n := f.Decap[encap.ForeignMAC].Load(); n != 1 {
 		t.Errorf("foreign MAC counted %d times, want 1 (the frame for C, from A)", n)
+	}
+}
+
+// TestRunFailsWhenDeviceGoes: a device closed (or removed) under a running
+// forwarder is an error, so the node exits non-zero and gets restarted,
+// instead of running on with nothing to forward.
+func TestRunFailsWhenDeviceGoes(t *testing.T) {
+	netw := tunneltest.NewNetwork()
+	dev := tunneltest.NewDevice("vxrX", 1450, 4)
+	ul := netw.Listen(netip.MustParseAddrPort("10.0.0.1:8472"), 4)
+	tb := mustTable(t)
+	dec, _ := encap.NewDecoder(1, macA)
+	f := NewForwarder(dev, ul, tb, dec, nil)
+	errc := make(chan error, 1)
+	go func() { errc <- f.Run(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	dev.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errGone) {
+			t.Fatalf("Run = %v, want an error saying the device is gone", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its device was closed")
 	}
 }

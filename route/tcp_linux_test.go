@@ -11,12 +11,12 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"vxrouter/internal/nettest"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -60,43 +60,9 @@ func run(t *testing.T, argv ...string) {
 	}
 }
 
-// addNetns creates a named namespace and deletes it when the test ends.
-func addNetns(t *testing.T, name string) netns.NsHandle {
-	t.Helper()
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
-}
-
-// inNetns runs fn on a locked OS thread switched into ns: the sockets and
-// devices fn makes stay in ns.
-func inNetns(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("leave netns: %v", err)
-			return // the thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
+// addNetns and inNetns are nettest's, under the names this file uses.
+func addNetns(t *testing.T, name string) netns.NsHandle  { return nettest.AddNetns(t, name) }
+func inNetns(t *testing.T, ns netns.NsHandle, fn func()) { nettest.InNetns(t, ns, fn) }
 
 // checkedDevice wraps a Device and checks every packet Read returns with
 // gopacket: IPv4 header and TCP checksums valid, length within the MTU.

@@ -412,20 +412,26 @@ func (r *reader) init(gro bool) {
 // recvmmsg runs inside RawConn.Read. Returning false on EAGAIN makes Go's
 // poller park the goroutine until the socket is readable, or closed.
 func (r *reader) recvmmsg(fd uintptr) bool {
+	var done bool
+	r.n, r.errno, done = mmsg(unix.SYS_RECVMMSG, fd, &r.hdrs[0], r.vlen)
+	return done
+}
+
+// mmsg makes one recvmmsg or sendmmsg call of vlen messages from hdrs,
+// again on EINTR. done is false on EAGAIN (the poller then waits); else n
+// and errno are the call's result.
+func mmsg(trap, fd uintptr, hdrs *unix.Mmsghdr, vlen int) (n int, errno syscall.Errno, done bool) {
 	for {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd,
-			uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.vlen), 0, 0, 0)
-		switch errno {
+		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(vlen), 0, 0, 0)
+		switch e {
 		case 0:
-			r.n, r.errno = int(n), 0
-			return true
+			return int(r), 0, true
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			return 0, 0, false
 		default:
-			r.n, r.errno = 0, errno
-			return true
+			return 0, e, true
 		}
 	}
 }
@@ -592,22 +598,9 @@ func (w *writer) init() {
 
 // sendmmsg runs inside RawConn.Write; false on EAGAIN waits for room.
 func (w *writer) sendmmsg(fd uintptr) bool {
-	for {
-		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, fd,
-			uintptr(unsafe.Pointer(&w.hdrs[w.at])), uintptr(w.vlen), 0, 0, 0)
-		switch errno {
-		case 0:
-			w.n, w.errno = int(n), 0
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		default:
-			w.n, w.errno = 0, errno
-			return true
-		}
-	}
+	var done bool
+	w.n, w.errno, done = mmsg(unix.SYS_SENDMMSG, fd, &w.hdrs[w.at], w.vlen)
+	return done
 }
 
 // Write sends the datagrams in as few sendmmsg calls as it can, a run of

@@ -8,12 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"vxrouter/internal/nettest"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -21,55 +20,13 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// newNetns creates a network namespace with ip(8), so it is named and
-// visible to `ip netns` while the test runs, and deletes it when the test
-// ends, failed or not. It returns a handle for netns.Set and netlink.
+// newNetns creates a namespace of the test's own (see nettest.AddNetns).
 func newNetns(t *testing.T) netns.NsHandle {
-	t.Helper()
-	name := fmt.Sprintf("vxrtun-%08x", rand.Uint32())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatalf("open netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return ns
+	return nettest.AddNetns(t, fmt.Sprintf("vxrtun-%08x", rand.Uint32()))
 }
 
-// inNetns runs fn on this goroutine's OS thread switched into ns, and
-// switches it back. Whatever fn creates (TUN devices, sockets) stays in ns
-// for good and may then be used from any goroutine; goroutines fn starts
-// do not run in ns. If the thread cannot be switched back it stays locked,
-// so Go ends it with the goroutine instead of reusing a thread in ns.
-func inNetns(t *testing.T, ns netns.NsHandle, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("enter netns: %v", err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			t.Errorf("leave netns: %v (thread stays locked and dies with the goroutine)", err)
-			return
-		}
-		runtime.UnlockOSThread()
-	}()
-	fn()
-}
+// inNetns runs fn inside ns (see nettest.InNetns).
+func inNetns(t *testing.T, ns netns.NsHandle, fn func()) { nettest.InNetns(t, ns, fn) }
 
 // Addresses inside the test's namespace: the TUN device has tunAddr/24,
 // and the kernel routes the rest of the /24 (peerAddr) into it.

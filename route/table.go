@@ -67,9 +67,7 @@ func (t *Table) Set(subnet netip.Prefix, addr netip.AddrPort, vtep net.HardwareA
 
 // Delete removes the peer owning subnet and reports whether there was one.
 func (t *Table) Delete(subnet netip.Prefix) bool {
-	t.mu.Lock()
 	_, ok := t.snap.Load().peers[subnet]
-	t.mu.Unlock()
 	if ok {
 		t.Apply([]Change{{Subnet: subnet, Delete: true}})
 	}

@@ -265,18 +265,33 @@ func destination(pkt []byte) (netip.Addr, encap.Reason) {
 
 // underlayToTUN reads datagrams from the underlay, checks and decapsulates
 // each, and writes the inner packets to the TUN device in batches.
+//
+// An underlay that lends its datagrams (tunnel.ViewReader, the UDP socket)
+// is read without a copy: the inner packets go to the TUN device straight
+// from the socket's buffers.
 func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 	batch := max(q.Underlay.BatchSize(), 1)
 	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, maxDatagram)
-	}
 	sizes := make([]int, batch)
 	from := make([]netip.AddrPort, batch)
 	out := make([][]byte, 0, batch)
+	read := func() (int, error) { return q.Underlay.Read(bufs, sizes, from) }
+	if vr, ok := q.Underlay.(tunnel.ViewReader); ok {
+		read = func() (int, error) {
+			n, err := vr.ReadViews(bufs, from)
+			for i := range n {
+				sizes[i] = len(bufs[i])
+			}
+			return n, err
+		}
+	} else {
+		for i := range bufs {
+			bufs[i] = make([]byte, maxDatagram)
+		}
+	}
 
 	for {
-		n, err := q.Underlay.Read(bufs, sizes, from)
+		n, err := read()
 		if err != nil && n == 0 {
 			if stop, err := f.readFailed(ctx, "underlay", err); stop {
 				return err
@@ -287,16 +302,14 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		if len(out) == 0 {
 			continue
 		}
-		// Counted before Write: the offload device coalesces packets into
-		// the first of their run and changes the slices in out.
 		var bytes uint64
 		for _, b := range out {
 			bytes += uint64(len(b) - encap.HeaderLen)
 		}
 		written, err := q.Dev.Write(out, encap.HeaderLen)
 		if written < len(out) {
-			// Which ones failed is not known after coalescing; count
-			// their share.
+			// Write says how many, not which, failed; count their
+			// share.
 			bytes = bytes * uint64(written) / uint64(len(out))
 		}
 		f.RxBytes.Add(bytes)

@@ -8,11 +8,12 @@
 //
 //   - [Device]: a TUN device read and written in batches of IP packets.
 //     [OpenTUN] opens one with the backend asked for, one Device per queue:
-//     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD through
-//     golang.zx2c4.com/wireguard/tun: Read splits the kernel's 64 KB TCP
-//     super-packets into MTU-size segments with their checksums, Write
-//     coalesces TCP and UDP segments of a flow before they go to the
-//     kernel; IFF_MULTI_QUEUE for more than one queue), falling back to
+//     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD: Read, through
+//     golang.zx2c4.com/wireguard/tun, splits the kernel's 64 KB TCP
+//     super-packets into MTU-size segments with their checksums; Write,
+//     our own, coalesces runs of TCP (and, with USO, UDP) segments of a
+//     flow before they go to the kernel, without copying them;
+//     IFF_MULTI_QUEUE for more than one queue), falling back to
 //     [BackendWater] with a warning where the kernel refuses offloads.
 //     [OpenWater] opens a plain one with github.com/songgao/water
 //     (IFF_TUN|IFF_NO_PI, one packet per syscall, one queue).
@@ -52,11 +53,27 @@
 // the same offset the other way: the decapsulated datagram's buffer goes in
 // whole, and only bufs[i][offset:] reaches the kernel.
 //
-// The offload backend adds three conditions: Read needs len(bufs) >=
-// BatchSize() (one super-packet fills up to that many buffers); Write
-// needs offset >= [VirtioNetHdrLen] (the virtio-net header goes there);
-// and Write coalesces into the buffers' capacity past their length (give
-// it 64 KB buffers) and may change the slices in bufs.
+// The offload backend adds one condition: Read needs len(bufs) >=
+// BatchSize() (one super-packet fills up to that many buffers). Write
+// never changes the caller's buffers, on any backend.
+//
+// # The offload write path
+//
+// The offload device's Write looks for runs of consecutive packets in the
+// batch that Linux's own GRO would have merged: segments of one TCP flow
+// in sequence, with the same IP fields, ack, window and options, equal in
+// size but for a shorter last one, no flag but ACK (PSH ends a run), each
+// with a valid checksum; or, where the kernel has USO, equal-size
+// datagrams of one UDP flow. A run goes to the kernel as one packet of up
+// to 64 KB with a virtio-net GSO header, in one writev: the virtio-net
+// header and the merged IP and TCP or UDP header come from the device's
+// scratch, the payloads straight from the caller's buffers. Its checksum
+// field holds the pseudo-header sum (NEEDS_CSUM), so the kernel's TCP or
+// UDP takes it as checked; that is why a segment joins a run only if its
+// own checksums are right. Anything else (a lone segment, a SYN, a bad
+// checksum, ICMP) is written as it is behind an all-zero virtio-net
+// header, for the kernel to check. A coalesced packet the kernel refuses
+// is written again a segment at a time.
 //
 // A Read blocks until at least one packet is there and returns as many as
 // are ready, up to len(bufs) and BatchSize(); it never waits to fill a
@@ -87,11 +104,14 @@
 //
 // UDP.Read calls recvmmsg directly and parses the source addresses (and
 // the GRO segment size) out of preallocated buffers: no allocation. With
-// GRO each datagram is copied once, from a scratch buffer into the
-// caller's. UDP.Write calls sendmmsg directly with preallocated messages,
+// GRO, Read copies each datagram once, from a scratch buffer into the
+// caller's; ReadViews (what the forwarder uses) lends it instead: no
+// copy. UDP.Write calls sendmmsg directly with preallocated messages,
 // sockaddrs and UDP_SEGMENT control messages: no allocation, no copy. The
-// water device reads and writes an *os.File, the offload device reuses
-// wireguard-go's tables: no allocation. Errors allocate.
+// water device reads and writes an *os.File; the offload device reads
+// through wireguard-go (which reuses its buffers) and writes with writev
+// from preallocated iovecs and headers: no allocation, and no copy on
+// write. Errors allocate.
 //
 // # Network namespaces
 //
@@ -109,6 +129,7 @@
 //	cat /sys/class/net/vxr0/tun_flags   # 0x1001 = IFF_TUN|IFF_NO_PI (water);
 //	                                    # 0x5101 adds IFF_VNET_HDR|IFF_MULTI_QUEUE (offload)
 //	ethtool -k vxr0 | grep segmentation # TSO on: the kernel hands over super-packets
+//	nstat -az TcpInCsumErrors UdpInCsumErrors  # corrupt packets written into the device
 //
 // The underlay socket, the process that owns it, and its buffers and drops
 // (skmem rb = receive buffer, d = datagrams dropped because it was full):

@@ -16,8 +16,8 @@ const (
 	// BackendOffload is a TUN device with IFF_VNET_HDR and TUNSETOFFLOAD:
 	// the kernel hands over 64 KB TCP (and, from Linux 6.2, UDP)
 	// super-packets, which Read splits into MTU-size segments with correct
-	// checksums, and takes coalesced ones back from Write. It can have
-	// several queues.
+	// checksums, and takes coalesced ones back from Write (gro_linux.go).
+	// It can have several queues.
 	BackendOffload = "offload"
 	// BackendWater is a plain TUN device: one packet per read(2) and
 	// write(2), one queue. The baseline, and the fallback where the kernel
@@ -25,9 +25,10 @@ const (
 	BackendWater = "water"
 )
 
-// VirtioNetHdrLen is the virtio-net header the offload backend's Write puts
-// in front of each packet, inside the offset the caller leaves: its Write
-// needs offset >= VirtioNetHdrLen.
+// VirtioNetHdrLen is the length of the virtio-net header (struct
+// virtio_net_hdr) in front of every packet an offload device reads or
+// writes. The device keeps it to itself: Read strips it, and Write
+// gathers it from its own scratch, so callers need leave no room for it.
 const VirtioNetHdrLen = 10
 
 // tunTCPOffloads are what an offload device asks TUNSETOFFLOAD for, and
@@ -171,15 +172,30 @@ func openOffloadQueue(name string, q int, flags uint16, probe func(int) error) (
 		ctl.close()
 		return nil, fmt.Errorf("open tun %q: %w", devName, err)
 	}
-	return &offloadDevice{tun: tun, name: devName, queue: q, mtu: ctl}, nil
+	// Writes bypass wireguard-go (see gro_linux.go) and go to the same
+	// file through its RawConn, so Go's poller still waits when the
+	// device would block and Close still stops them.
+	raw, err := tun.File().SyscallConn()
+	if err == nil {
+		var uso bool
+		if uso, err = probeUSO(raw); err == nil {
+			return &offloadDevice{tun: tun, name: devName, queue: q, mtu: ctl, gro: newGROWriter(devName, raw, uso)}, nil
+		}
+	}
+	ctl.close()
+	tun.Close()
+	return nil, fmt.Errorf("open tun %q: %w", devName, err)
 }
 
-// offloadDevice is one queue of a TUN device with offloads, through
-// golang.zx2c4.com/wireguard/tun, whose batched interface is ours but for
-// the names. It adds what ours promises: errors that name the device and
-// match ErrClosed, a packet count from Write, MTU from any namespace.
+// offloadDevice is one queue of a TUN device with offloads. It reads
+// through golang.zx2c4.com/wireguard/tun, whose batched interface is ours
+// but for the names, and writes with its own groWriter (gro_linux.go),
+// which coalesces without copying. It adds what ours promises: errors
+// that name the device and match ErrClosed, a packet count from Write,
+// MTU from any namespace.
 type offloadDevice struct {
 	tun   wgtun.Device
+	gro   *groWriter
 	name  string
 	queue int
 	mtu   *mtuQuery
@@ -205,41 +221,22 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	return n, nil
 }
 
-// Write coalesces what it can (TCP and UDP segments of one flow, in
-// order), writes the result with a virtio-net header in front of each,
-// and returns how many of bufs it wrote, coalesced ones included. It uses
-// the VirtioNetHdrLen bytes in front of offset and, to coalesce, the
-// buffers' capacity past their length (up to 64 KB each), and may change
-// the slice headers in bufs.
+// Write coalesces runs of consecutive segments of one TCP flow (and,
+// where the kernel has USO, UDP flow) and writes each resulting packet
+// with one writev: a virtio-net header and, for a coalesced packet, the
+// merged IP and TCP or UDP header from the device's own scratch, then the
+// payloads from bufs. It neither changes nor copies the caller's bytes,
+// and needs no headroom: offset may be anything >= 0. It returns how
+// many of bufs the kernel took. It does not allocate unless a packet
+// fails.
 func (d *offloadDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if offset < VirtioNetHdrLen {
-		return 0, fmt.Errorf("write tun %q: offset %d leaves no room for the %d-byte virtio-net header", d.name, offset, VirtioNetHdrLen)
+	if offset < 0 {
+		return 0, fmt.Errorf("write tun %q: negative offset %d", d.name, offset)
 	}
-	for i, b := range bufs {
-		if offset >= len(b) {
-			// wireguard-go rejects the whole batch for one such packet.
-			return 0, fmt.Errorf("write tun %q: packet %d: offset %d leaves nothing of %d bytes", d.name, i, offset, len(b))
-		}
-	}
-	_, err := d.tun.Write(bufs, offset)
-	if err == nil {
-		return len(bufs), nil
-	}
-	err = d.fail("write", err)
-	if errors.Is(err, ErrClosed) {
-		return 0, err
-	}
-	// The errors are joined, one per refused write; coalescing only ever
-	// joins packets that the kernel would take alike, so count each as one.
-	failed := 1
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		failed = max(len(joined.Unwrap()), 1)
-	}
-	return max(len(bufs)-failed, 0), err
+	return d.gro.write(bufs, offset)
 }
 
 // fail names the operation and the device, and makes a closed device
@@ -263,6 +260,7 @@ func (d *offloadDevice) Name() string { return d.name }
 
 // Close closes this queue; closing the last queue removes the device.
 func (d *offloadDevice) Close() error {
+	d.gro.closed.Store(true)
 	d.mtu.close()
 	if err := d.tun.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("close tun %q queue %d: %w", d.name, d.queue, err)

@@ -12,18 +12,27 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // offloadRig is an offload TUN device with queues queues, up in a fresh
-// namespace with tunAddr/24, and two UDP sockets on that address.
+// namespace ns with its addresses, and two UDP sockets on the first one.
 type offloadRig struct {
 	devs           []Device
+	ns             netns.NsHandle
 	nl             *netlink.Handle
 	sender, recver *net.UDPConn
 }
 
-func newOffloadRig(t *testing.T, queues int) *offloadRig {
+// newOffloadRig is a rig with tunAddr/24.
+func newOffloadRig(t testing.TB, queues int) *offloadRig {
+	return newOffloadRigAddrs(t, queues, netip.PrefixFrom(tunAddr, 24))
+}
+
+// newOffloadRigAddrs is a rig with addrs on the device (IPv6 ones without
+// duplicate address detection, so they are usable at once).
+func newOffloadRigAddrs(t testing.TB, queues int, addrs ...netip.Prefix) *offloadRig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a TUN device in a new network namespace")
@@ -34,7 +43,7 @@ func newOffloadRig(t *testing.T, queues int) *offloadRig {
 		t.Fatalf("netlink in netns: %v", err)
 	}
 	t.Cleanup(nl.Close)
-	r := &offloadRig{nl: nl}
+	r := &offloadRig{ns: ns, nl: nl}
 	inNetns(t, ns, func() {
 		devs, backend, err := OpenTUN("vxrt1", TUNOptions{Queues: queues})
 		if err != nil {
@@ -53,15 +62,30 @@ func newOffloadRig(t *testing.T, queues int) *offloadRig {
 		if err != nil {
 			t.Fatalf("TUN device is not in the namespace: %v", err)
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: tunAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}}
-		if err := nl.AddrAdd(link, addr); err != nil {
-			t.Fatalf("add address: %v", err)
+		for _, a := range addrs {
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+			if a.Addr().Is6() {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := nl.AddrAdd(link, addr); err != nil {
+				t.Fatalf("add address %s: %v", a, err)
+			}
 		}
 		if err := nl.LinkSetUp(link); err != nil {
 			t.Fatalf("link up: %v", err)
 		}
+		// Loopback up too: the first socket of the process may be made
+		// here, and Go probes for IPv6 once, by binding to ::1; with lo
+		// down it would decide, for every later test, that there is none.
+		lo, err := nl.LinkByName("lo")
+		if err == nil {
+			err = nl.LinkSetUp(lo)
+		}
+		if err != nil {
+			t.Fatalf("loopback up: %v", err)
+		}
 		for _, c := range []**net.UDPConn{&r.sender, &r.recver} {
-			if *c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr, 0))); err != nil {
+			if *c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addrs[0].Addr(), 0))); err != nil {
 				t.Fatal(err)
 			}
 			conn := *c
@@ -148,12 +172,8 @@ func TestOffloadTUN(t *testing.T) {
 
 		to := r.recver.LocalAddr().(*net.UDPAddr).AddrPort()
 		pkt := withHeadroom(udpPacket(t, netip.AddrPortFrom(peerAddr, 7777), to, []byte("into an offload TUN")))
-		// Write may coalesce into the buffer's spare capacity.
-		buf := make([]byte, len(pkt), 65535)
-		bufs := [][]byte{buf}
+		bufs := [][]byte{pkt}
 		write := func() {
-			copy(buf, pkt)
-			bufs[0] = buf
 			if n, err := r.devs[0].Write(bufs, headroom); n != 1 || err != nil {
 				t.Fatalf("Write = %d, %v", n, err)
 			}
@@ -179,8 +199,20 @@ func TestOffloadTUN(t *testing.T) {
 
 	t.Run("bad arguments", func(t *testing.T) {
 		d := r.devs[0]
-		if _, err := d.Write([][]byte{withHeadroom([]byte{0x45})}, 4); err == nil || !strings.Contains(err.Error(), "virtio") {
-			t.Errorf("Write with a 4-byte offset = %v; want an error about the virtio-net header", err)
+		if n, err := d.Write([][]byte{withHeadroom([]byte{0x45})}, -1); n != 0 || err == nil {
+			t.Errorf("Write with a negative offset = %d, %v; want an error", n, err)
+		}
+		// No headroom needed; the kernel refuses the packet that is
+		// neither IPv4 nor IPv6 (EINVAL) and Write goes on with the rest.
+		to := r.recver.LocalAddr().(*net.UDPAddr).AddrPort()
+		good := udpPacket(t, netip.AddrPortFrom(peerAddr, 7777), to, []byte("after a bad one"))
+		if n, err := d.Write([][]byte{{0x75, 0, 0, 0}, good}, 0); n != 1 || !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "packet 0") {
+			t.Errorf("Write of an IPv7 packet and a datagram at offset 0 = %d, %v; want 1 and EINVAL naming packet 0", n, err)
+		}
+		r.recver.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 100)
+		if n, _, err := r.recver.ReadFromUDPAddrPort(got); err != nil || string(got[:n]) != "after a bad one" {
+			t.Errorf("socket got %q, %v; want the datagram after the bad one", got[:n], err)
 		}
 		bufs, sizes := batch(d)
 		if _, err := d.Read(bufs, sizes[:1], headroom); err == nil {

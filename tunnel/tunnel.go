@@ -50,11 +50,11 @@ type Device interface {
 	// goes on with the rest and returns the first error. After Close it
 	// returns an error matching ErrClosed at once.
 	//
-	// Write may overwrite the bytes in front of offset; the offload
-	// backend writes its virtio-net header there (offset must be >=
-	// VirtioNetHdrLen), coalesces segments of one flow into the first
-	// one's buffer, past its length up to its capacity, and may change
-	// the slices in bufs.
+	// Write does not change the caller's buffers (the bytes in front of
+	// offset included), and needs no headroom: offset may be any value
+	// >= 0. The offload backend gathers what it writes, virtio-net
+	// headers and coalesced packets, from its own scratch and the
+	// caller's payloads.
 	Write(bufs [][]byte, offset int) (int, error)
 
 	// BatchSize is the most packets one Read returns, and the batch size a
@@ -73,6 +73,19 @@ type Device interface {
 	// returns an error matching ErrClosed. The first call reports any error
 	// closing; later calls do nothing and return nil.
 	Close() error
+}
+
+// ViewReader is an Underlay that can lend its datagrams instead of copying
+// them into the caller's buffers; UDP implements it. The forwarder reads
+// through it where it can: with UDP GRO, the kernel's coalesced messages
+// are then split into datagrams without touching their bytes.
+type ViewReader interface {
+	// ReadViews is Read without the copy: datagram i is views[i], from
+	// from[i], a slice of the underlay's own memory whose capacity ends
+	// with the datagram, valid until the next Read or ReadViews. A caller
+	// may change the datagram's bytes in place. len(from) must be >=
+	// len(views).
+	ReadViews(views [][]byte, from []netip.AddrPort) (int, error)
 }
 
 // Underlay is a UDP socket to the other nodes, read and written in batches.

@@ -450,7 +450,7 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
 	if u.gro {
-		return u.readGRO(bufs[:vlen], sizes, from)
+		return u.readGRO(bufs[:vlen], sizes, from, false)
 	}
 	r := &u.r
 	for i, b := range bufs[:vlen] {
@@ -476,6 +476,50 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 	return r.n, nil
 }
 
+// ReadViews is Read without the copy: datagram i is views[i], a slice of
+// the socket's own memory (its capacity ends with the datagram) that stays
+// valid until the next Read or ReadViews. It reads up to
+// min(len(views), MaxBatch) datagrams, at most 32 messages a call, and does
+// not allocate (but for its buffers, on the first call to a socket without
+// GRO). It implements ViewReader.
+func (u *UDP) ReadViews(views [][]byte, from []netip.AddrPort) (int, error) {
+	vlen := min(len(views), MaxBatch)
+	if vlen == 0 {
+		return 0, nil
+	}
+	if len(from) < vlen {
+		return 0, fmt.Errorf("read udp %s: %w", u.local, errArgsLen)
+	}
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	if u.gro {
+		return u.readGRO(views[:vlen], nil, from, true)
+	}
+	r := &u.r
+	if r.scratch == nil {
+		r.scratch = make([]byte, groMessages*maxDatagram)
+	}
+	vlen = min(vlen, groMessages)
+	for i := range vlen {
+		r.iovs[i].Base = &r.scratch[i*maxDatagram]
+		r.iovs[i].SetLen(maxDatagram)
+		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hdrs[i].Hdr.Flags = 0
+		r.hdrs[i].Len = 0
+	}
+	r.vlen = vlen
+	if err := u.recv(); err != nil {
+		return 0, err
+	}
+	for i := range r.n {
+		base := i * maxDatagram
+		end := base + int(r.hdrs[i].Len)
+		views[i] = r.scratch[base:end:end]
+		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
+	}
+	return r.n, nil
+}
+
 // recv runs one recvmmsg of r.vlen messages.
 func (u *UDP) recv() error {
 	r := &u.r
@@ -490,8 +534,9 @@ func (u *UDP) recv() error {
 
 // readGRO hands out the datagrams of messages read earlier, or reads more
 // when none are left. Each datagram is copied once, from the scratch
-// buffer into the caller's.
-func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, error) {
+// buffer into the caller's, or, with views, lent: bufs[k] is set to the
+// datagram in scratch, and sizes is not used.
+func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort, views bool) (int, error) {
 	r := &u.r
 	if u.closed.Load() {
 		return 0, fmt.Errorf("read udp %s: %w", u.local, ErrClosed)
@@ -526,7 +571,11 @@ func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, e
 		size := int(r.hdrs[m].Len)
 		end := min(r.off+r.seg[m], size)
 		base := m * maxDatagram
-		sizes[k] = copy(bufs[k], r.scratch[base+r.off:base+end])
+		if views {
+			bufs[k] = r.scratch[base+r.off : base+end : base+end]
+		} else {
+			sizes[k] = copy(bufs[k], r.scratch[base+r.off:base+end])
+		}
 		from[k] = r.from[m]
 		k++
 		r.off = end

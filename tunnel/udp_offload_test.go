@@ -68,68 +68,74 @@ func TestUDPSegmentationOffload(t *testing.T) {
 		{"neither", UDPOptions{NoGSO: true}, UDPOptions{NoGRO: true}},
 	} {
 		for _, sh := range shapes {
-			t.Run(opt.name+"/"+sh.name, func(t *testing.T) {
-				open := func(o UDPOptions) *UDP {
-					u, err := ListenUDPOptions(netip.MustParseAddrPort("127.0.0.1:0"), o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { u.Close() })
-					return u
+			for _, views := range []bool{false, true} {
+				name := opt.name + "/" + sh.name
+				if views {
+					name += "/views"
 				}
-				rxs := []*UDP{open(opt.rx), open(opt.rx)}
-				txs := []*UDP{open(opt.tx), open(opt.tx)}
-				want := make([][][]byte, len(rxs)) // per receiver, in order per sender
-				for s, tx := range txs {
-					bufs := make([][]byte, len(sh.sizes))
-					to := make([]netip.AddrPort, len(bufs))
-					for i, size := range sh.sizes {
-						bufs[i] = offloadDatagram(uint32(s), i, size)
-						to[i] = rxs[sh.peer[i]].LocalAddr()
-						want[sh.peer[i]] = append(want[sh.peer[i]], bufs[i])
-					}
-					if n, err := tx.Write(bufs, to); n != len(bufs) || err != nil {
-						t.Fatalf("sender %d: Write = %d, %v; want %d, nil", s, n, err, len(bufs))
-					}
-				}
-				for r, rx := range rxs {
-					got, _ := readN(t, rx, len(want[r]))
-					next := map[uint32]int{}
-					for k, g := range got {
-						s, i := binary.BigEndian.Uint32(g.data[0:4]), int(binary.BigEndian.Uint32(g.data[4:8]))
-						if s > 1 {
-							t.Fatalf("receiver %d datagram %d: sender tag %d", r, k, s)
+				t.Run(name, func(t *testing.T) {
+					open := func(o UDPOptions) *UDP {
+						u, err := ListenUDPOptions(netip.MustParseAddrPort("127.0.0.1:0"), o)
+						if err != nil {
+							t.Fatal(err)
 						}
-						if g.from != txs[s].LocalAddr() {
-							t.Fatalf("receiver %d datagram %d: from %s, want sender %d at %s", r, k, g.from, s, txs[s].LocalAddr())
+						t.Cleanup(func() { u.Close() })
+						return u
+					}
+					rxs := []*UDP{open(opt.rx), open(opt.rx)}
+					txs := []*UDP{open(opt.tx), open(opt.tx)}
+					want := make([][][]byte, len(rxs)) // per receiver, in order per sender
+					for s, tx := range txs {
+						bufs := make([][]byte, len(sh.sizes))
+						to := make([]netip.AddrPort, len(bufs))
+						for i, size := range sh.sizes {
+							bufs[i] = offloadDatagram(uint32(s), i, size)
+							to[i] = rxs[sh.peer[i]].LocalAddr()
+							want[sh.peer[i]] = append(want[sh.peer[i]], bufs[i])
 						}
-						// i must be the next index this sender sent this receiver.
-						for next[s] < len(sh.sizes) && sh.peer[next[s]] != r {
+						if n, err := tx.Write(bufs, to); n != len(bufs) || err != nil {
+							t.Fatalf("sender %d: Write = %d, %v; want %d, nil", s, n, err, len(bufs))
+						}
+					}
+					for r, rx := range rxs {
+						got, _ := readNFrom(t, rx, len(want[r]), views)
+						next := map[uint32]int{}
+						for k, g := range got {
+							s, i := binary.BigEndian.Uint32(g.data[0:4]), int(binary.BigEndian.Uint32(g.data[4:8]))
+							if s > 1 {
+								t.Fatalf("receiver %d datagram %d: sender tag %d", r, k, s)
+							}
+							if g.from != txs[s].LocalAddr() {
+								t.Fatalf("receiver %d datagram %d: from %s, want sender %d at %s", r, k, g.from, s, txs[s].LocalAddr())
+							}
+							// i must be the next index this sender sent this receiver.
+							for next[s] < len(sh.sizes) && sh.peer[next[s]] != r {
+								next[s]++
+							}
+							if i != next[s] {
+								t.Fatalf("receiver %d: sender %d datagram %d, want %d", r, s, i, next[s])
+							}
+							if w := offloadDatagram(s, i, sh.sizes[i]); !bytes.Equal(g.data, w) {
+								t.Fatalf("receiver %d: sender %d datagram %d: %d bytes, want the %d sent", r, s, i, len(g.data), len(w))
+							}
 							next[s]++
 						}
-						if i != next[s] {
-							t.Fatalf("receiver %d: sender %d datagram %d, want %d", r, s, i, next[s])
-						}
-						if w := offloadDatagram(s, i, sh.sizes[i]); !bytes.Equal(g.data, w) {
-							t.Fatalf("receiver %d: sender %d datagram %d: %d bytes, want the %d sent", r, s, i, len(g.data), len(w))
-						}
-						next[s]++
 					}
-				}
-				gso, _ := txs[0].Offloads()
-				_, gro := rxs[0].Offloads()
-				sends, coalesced := txs[0].w.gsoSends+txs[1].w.gsoSends, rxs[0].r.coalesced+rxs[1].r.coalesced
-				t.Logf("gso %v (%d sends), gro %v (%d coalesced reads)", gso, sends, gro, coalesced)
-				if opt.tx.NoGSO && (gso || sends > 0) || opt.rx.NoGRO && (gro || coalesced > 0) {
-					t.Errorf("an offload turned off was used")
-				}
-				if gso && sh.name != "unequal sizes" && sends == 0 {
-					t.Errorf("runs of equal sizes went without GSO")
-				}
-				if gso && gro && sh.name != "unequal sizes" && coalesced == 0 {
-					t.Errorf("GSO sends to a GRO socket came back as single datagrams")
-				}
-			})
+					gso, _ := txs[0].Offloads()
+					_, gro := rxs[0].Offloads()
+					sends, coalesced := txs[0].w.gsoSends+txs[1].w.gsoSends, rxs[0].r.coalesced+rxs[1].r.coalesced
+					t.Logf("gso %v (%d sends), gro %v (%d coalesced reads)", gso, sends, gro, coalesced)
+					if opt.tx.NoGSO && (gso || sends > 0) || opt.rx.NoGRO && (gro || coalesced > 0) {
+						t.Errorf("an offload turned off was used")
+					}
+					if gso && sh.name != "unequal sizes" && sends == 0 {
+						t.Errorf("runs of equal sizes went without GSO")
+					}
+					if gso && gro && sh.name != "unequal sizes" && coalesced == 0 {
+						t.Errorf("GSO sends to a GRO socket came back as single datagrams")
+					}
+				})
+			}
 		}
 	}
 }
@@ -138,9 +144,14 @@ func TestUDPOffloadsDoNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	for _, o := range []UDPOptions{{}, {NoGSO: true, NoGRO: true}} {
-		t.Run(fmt.Sprintf("%+v", o), func(t *testing.T) {
+	for _, c := range []struct {
+		o     UDPOptions
+		views bool
+	}{{UDPOptions{}, false}, {UDPOptions{NoGSO: true, NoGRO: true}, false}, {UDPOptions{}, true}, {UDPOptions{NoGSO: true, NoGRO: true}, true}} {
+		o := c.o
+		t.Run(fmt.Sprintf("%+v/views=%v", o, c.views), func(t *testing.T) {
 			e := newExchange(t, 64, 1400)
+			e.views = c.views
 			for _, u := range []**UDP{&e.tx, &e.rx} {
 				nu, err := ListenUDPOptions(netip.MustParseAddrPort("127.0.0.1:0"), o)
 				if err != nil {

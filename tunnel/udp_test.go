@@ -47,6 +47,13 @@ type received struct {
 // them with the largest count one Read returned.
 func readN(t *testing.T, u *UDP, want int) (got []received, maxRead int) {
 	t.Helper()
+	return readNFrom(t, u, want, false)
+}
+
+// readNFrom is readN through ReadViews when views is set; it then also
+// checks that each view ends, capacity included, with its datagram.
+func readNFrom(t *testing.T, u *UDP, want int, views bool) (got []received, maxRead int) {
+	t.Helper()
 	u.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	defer u.conn.SetReadDeadline(time.Time{})
 	bufs := make([][]byte, MaxBatch)
@@ -56,7 +63,19 @@ func readN(t *testing.T, u *UDP, want int) (got []received, maxRead int) {
 	sizes := make([]int, MaxBatch)
 	from := make([]netip.AddrPort, MaxBatch)
 	for len(got) < want {
-		n, err := u.Read(bufs, sizes, from)
+		var n int
+		var err error
+		if views {
+			n, err = u.ReadViews(bufs, from)
+			for i := range n {
+				if cap(bufs[i]) != len(bufs[i]) {
+					t.Fatalf("view of %d bytes has capacity %d: a writer could overrun the next datagram", len(bufs[i]), cap(bufs[i]))
+				}
+				sizes[i] = len(bufs[i])
+			}
+		} else {
+			n, err = u.Read(bufs, sizes, from)
+		}
 		if err != nil {
 			t.Fatalf("after %d of %d datagrams: %v", len(got), want, err)
 		}
@@ -297,6 +316,7 @@ type exchange struct {
 	in     [][]byte
 	sizes  []int
 	from   []netip.AddrPort
+	views  bool // read with ReadViews
 }
 
 func newExchange(t testing.TB, batch, size int) *exchange {
@@ -321,7 +341,13 @@ func (e *exchange) run() error {
 		return fmt.Errorf("write = %d, %v", n, err)
 	}
 	for got := 0; got < n; {
-		k, err := e.rx.Read(e.in, e.sizes, e.from)
+		var k int
+		var err error
+		if e.views {
+			k, err = e.rx.ReadViews(e.in, e.from)
+		} else {
+			k, err = e.rx.Read(e.in, e.sizes, e.from)
+		}
 		if err != nil {
 			return err
 		}

@@ -21,12 +21,12 @@ import (
 )
 
 // newNetns creates a namespace of the test's own (see nettest.AddNetns).
-func newNetns(t *testing.T) netns.NsHandle {
+func newNetns(t testing.TB) netns.NsHandle {
 	return nettest.AddNetns(t, fmt.Sprintf("vxrtun-%08x", rand.Uint32()))
 }
 
 // inNetns runs fn inside ns (see nettest.InNetns).
-func inNetns(t *testing.T, ns netns.NsHandle, fn func()) { nettest.InNetns(t, ns, fn) }
+func inNetns(t testing.TB, ns netns.NsHandle, fn func()) { nettest.InNetns(t, ns, fn) }
 
 // Addresses inside the test's namespace: the TUN device has tunAddr/24,
 // and the kernel routes the rest of the /24 (peerAddr) into it.
@@ -159,7 +159,7 @@ func (r *tunRig) readUntil(t *testing.T, what string, match func(gopacket.Packet
 
 // serialize builds an IPv4 packet from layers with lengths and checksums
 // filled in.
-func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
+func serialize(t testing.TB, ls ...gopacket.SerializableLayer) []byte {
 	t.Helper()
 	buf := gopacket.NewSerializeBuffer()
 	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}

@@ -1,0 +1,93 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// The Internet checksum (RFC 1071) is the ones' complement sum of 16-bit
+// big-endian words. Ones' complement addition does not care about word
+// order within a wider word (2^16 ≡ 1 modulo 2^16-1, and 2^16-1 divides
+// 2^64-1), so the sum can be accumulated 8 bytes at a time with
+// end-around carry, and folded to 16 bits at the end. Loading the words
+// little-endian sums byte-swapped 16-bit words; csumFold swaps the result
+// back. That is how the kernel's csum_partial works on x86-64, and it runs
+// at close to 8 bytes a cycle: bits.Add64 with a carry in compiles to an
+// ADC chain.
+
+// csumAdd adds b to acc, a sum being accumulated by csumAdd, csumAddWord
+// and csumFold. b must start at an even offset of the data being summed
+// (every piece but the last must have an even length).
+func csumAdd(acc uint64, b []byte) uint64 {
+	var c uint64
+	for len(b) >= 64 {
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[32:40]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[40:48]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[48:56]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[56:64]), c)
+		b = b[64:]
+	}
+	if len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[8:16]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[16:24]), c)
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[24:32]), c)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		acc, c = bits.Add64(acc, binary.LittleEndian.Uint64(b[0:8]), c)
+		b = b[8:]
+	}
+	if len(b) >= 4 {
+		acc, c = bits.Add64(acc, uint64(binary.LittleEndian.Uint32(b[0:4])), c)
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		acc, c = bits.Add64(acc, uint64(binary.LittleEndian.Uint16(b[0:2])), c)
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		// The odd byte is the high byte of a big-endian word: the low
+		// byte of a little-endian one.
+		acc, c = bits.Add64(acc, uint64(b[0]), c)
+	}
+	// End-around carry. When this add carries, acc was all ones and is
+	// now 0, so adding the carry back cannot carry again.
+	acc, c = bits.Add64(acc, c, 0)
+	return acc + c
+}
+
+// csumAddWord adds the big-endian 16-bit word w to acc (a pseudo-header's
+// protocol or length).
+func csumAddWord(acc uint64, w uint16) uint64 {
+	acc, c := bits.Add64(acc, uint64(bits.ReverseBytes16(w)), 0)
+	return acc + c
+}
+
+// csumFold folds acc to the 16-bit ones' complement sum, not inverted, in
+// host order (write it with binary.BigEndian). Data whose checksum is
+// right sums to 0xffff.
+func csumFold(acc uint64) uint16 {
+	s := acc&0xffffffff + acc>>32 // < 2^33
+	s = s&0xffffffff + s>>32      // < 2^32
+	s = s&0xffff + s>>16          // < 2^17
+	s = s&0xffff + s>>16          // <= 0xffff
+	return bits.ReverseBytes16(uint16(s))
+}
+
+// pseudoHeaderSum is the sum of a TCP or UDP pseudo-header (RFC 793,
+// RFC 8200 8.1): addrs is the source and destination address as they
+// stand in the IP header (8 or 32 bytes), proto the protocol, l4Len the
+// length of the TCP or UDP header and payload.
+func pseudoHeaderSum(addrs []byte, proto uint8, l4Len int) uint64 {
+	acc := csumAdd(0, addrs)
+	acc = csumAddWord(acc, uint16(proto))
+	// IPv6 has a 32-bit length; its upper word is 0 for anything but a
+	// jumbogram, and IPv4's length is 16 bits.
+	acc = csumAddWord(acc, uint16(l4Len>>16))
+	return csumAddWord(acc, uint16(l4Len))
+}

@@ -76,6 +76,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		{name: "bad public IP", args: []string{"--public-ip", "10.0.0.300"}, want: "--public-ip"},
 		{name: "bad endpoint", args: []string{"--etcd-endpoints", "127.0.0.1:2379"}, want: "needs a scheme"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, want: "--log-level"},
+		{name: "negative gomaxprocs", args: []string{"--gomaxprocs", "-1"}, want: "--gomaxprocs -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.config != "" {

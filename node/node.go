@@ -215,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro)
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0))
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,

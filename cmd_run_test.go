@@ -1,0 +1,22 @@
+package main
+
+import "testing"
+
+func TestGOMAXPROCS(t *testing.T) {
+	for _, c := range []struct {
+		flag, goDefault int
+		envSet          bool
+		want            int
+	}{
+		{0, 1, false, 1},
+		{0, 2, false, 1}, // a 2-core host: one P
+		{0, 4, false, 4}, // cores to spare: Go's default
+		{0, 2, true, 2},  // GOMAXPROCS=2 in the environment wins
+		{3, 2, false, 3}, // and --gomaxprocs over everything
+		{2, 8, true, 2},
+	} {
+		if got := gomaxprocs(c.flag, c.goDefault, c.envSet); got != c.want {
+			t.Errorf("gomaxprocs(%d, %d, env %v) = %d, want %d", c.flag, c.goDefault, c.envSet, got, c.want)
+		}
+	}
+}

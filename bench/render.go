@@ -50,7 +50,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format+"\n", args...) }
 
-	p("vxrouter bench: pod to pod, %d CPUs, %s, %s", r.Machine.NumCPU, r.Machine.Kernel, r.Machine.GoVersion)
+	p("vxrouter bench: pod to pod, %d CPUs, %s, %s%s", r.Machine.NumCPU, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.congestion())
 	p("%gs per throughput test, %d round trips, median of %d round(s), TCP by %s; ratio = scenario / %s",
 		r.DurationSec, r.RoundTrips, r.Rounds, r.Generator, r.Baseline)
 	p("")
@@ -182,8 +182,8 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		r.Machine.NumCPU, esc(r.Machine.Kernel))
 	y += 20
 	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
-		"%s; %gs per throughput test, %d round trips, median of %d round(s); TCP by %s.",
-		r.Machine.GoVersion, r.DurationSec, r.RoundTrips, r.Rounds, r.Generator)))
+		"%s%s; %gs per throughput test, %d round trips, median of %d round(s); TCP by %s.",
+		r.Machine.GoVersion, r.Machine.congestion(), r.DurationSec, r.RoundTrips, r.Rounds, r.Generator)))
 	y += 16
 	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
 		"Each bar is labelled with its value and its ratio to %s (the dashed line). Each panel has its own scale from zero.", r.Baseline)))
@@ -298,4 +298,13 @@ func lastLine(log string) string {
 		}
 	}
 	return ""
+}
+
+// congestion names the TCP congestion control for a header line, or is
+// empty when it is not known.
+func (m Machine) congestion() string {
+	if m.TCPCongestion == "" {
+		return ""
+	}
+	return ", TCP congestion control " + m.TCPCongestion
 }

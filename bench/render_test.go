@@ -17,7 +17,7 @@ import (
 // missing udp64 in one round (the median then comes from two).
 func fixedReport() *Report {
 	rep := &Report{
-		Machine:     Machine{NumCPU: 2, Kernel: "Linux 6.1.0", GoVersion: "go1.26.8"},
+		Machine:     Machine{NumCPU: 2, Kernel: "Linux 6.1.0", GoVersion: "go1.26.8", TCPCongestion: "bbr"},
 		Started:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		DurationSec: 5,
 		RoundTrips:  2000,
@@ -165,6 +165,7 @@ func TestWriteTable(t *testing.T) {
 	}
 	fieldsOf := func(l string) string { return strings.Join(strings.Fields(l), " ") }
 	for _, c := range []struct{ row, want string }{
+		{"vxrouter bench:", "vxrouter bench: pod to pod, 2 CPUs, Linux 6.1.0, go1.26.8, TCP congestion control bbr"},
 		{"TCP, 1 stream", "TCP, 1 stream Gbit/s 13.00 1.30x 10.00 1.00x 3.00 0.30x failed"},
 		{"UDP 64 B received", "UDP 64 B received kpps 900.0 1.80x 500.0 1.00x 150.0 0.30x failed"},
 		{"UDP 64 B loss", "UDP 64 B loss % 10.0 10.0 10.0 failed"},

@@ -71,6 +71,11 @@ type Machine struct {
 	NumCPU    int    `json:"nproc"`
 	Kernel    string `json:"kernel"`
 	GoVersion string `json:"go_version"`
+	// TCPCongestion is the host's TCP congestion control, which the
+	// bench's namespaces inherit: it shapes every TCP figure (with bbr
+	// the sender paces; with cubic it bursts, and both the kernel's vxlan
+	// and vxrouter move more).
+	TCPCongestion string `json:"tcp_congestion_control"`
 }
 
 // ScenarioResult is one data plane's figures.

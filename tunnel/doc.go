@@ -8,11 +8,11 @@
 //
 //   - [Device]: a TUN device read and written in batches of IP packets.
 //     [OpenTUN] opens one with the backend asked for, one Device per queue:
-//     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD: Read, through
-//     golang.zx2c4.com/wireguard/tun, splits the kernel's 64 KB TCP
-//     super-packets into MTU-size segments with their checksums; Write,
-//     our own, coalesces runs of TCP (and, with USO, UDP) segments of a
-//     flow before they go to the kernel, without copying them;
+//     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD: Read splits the
+//     kernel's 64 KB TCP (and, with USO, UDP) super-packets into MTU-size
+//     segments with their checksums; Write coalesces runs of TCP (and,
+//     with USO, UDP) segments of a flow before they go to the kernel,
+//     without copying them;
 //     IFF_MULTI_QUEUE for more than one queue), falling back to
 //     [BackendWater] with a warning where the kernel refuses offloads.
 //     [OpenWater] opens a plain one with github.com/songgao/water
@@ -53,9 +53,25 @@
 // the same offset the other way: the decapsulated datagram's buffer goes in
 // whole, and only bufs[i][offset:] reaches the kernel.
 //
-// The offload backend adds one condition: Read needs len(bufs) >=
-// BatchSize() (one super-packet fills up to that many buffers). Write
-// never changes the caller's buffers, on any backend.
+// On the offload backend one super-packet fills up to BatchSize()
+// buffers; with fewer, the segments left over come first from the next
+// Read. Write never changes the caller's buffers, on any backend.
+//
+// # The offload read path
+//
+// Each read(2) of the offload device gives one packet behind a virtio-net
+// header. A plain one is copied to the caller; if the kernel left its
+// checksum to the device (NEEDS_CSUM), Read finishes it as it copies. A
+// GSO super-packet (TCP over IPv4 or IPv6, or UDP where the kernel has
+// USO) is cut into gso_size segments as the kernel's own software
+// segmentation would cut it: each with its IP header (lengths, the IPv4
+// ID counting up, header checksum), its TCP header (sequence number; FIN
+// and PSH on the last segment only, CWR on the first only) or UDP length,
+// and a full checksum, summed while the payload is copied, in one pass.
+// A packet whose virtio-net header and IP headers do not add up, or that
+// is no TCP or UDP super-packet we can cut (an IPv6 routing header, an
+// IPv4 fragment), is dropped and counted, and Read reads the next: one
+// bad packet does not fail the call.
 //
 // # The offload write path
 //
@@ -109,9 +125,9 @@
 // copy. UDP.Write calls sendmmsg directly with preallocated messages,
 // sockaddrs and UDP_SEGMENT control messages: no allocation, no copy. The
 // water device reads and writes an *os.File; the offload device reads
-// through wireguard-go (which reuses its buffers) and writes with writev
-// from preallocated iovecs and headers: no allocation, and no copy on
-// write. Errors allocate.
+// with read(2) into its own 64 KB buffer, which it splits into the
+// caller's (one copy), and writes with writev from preallocated iovecs
+// and headers: no allocation, and no copy on write. Errors allocate.
 //
 // # Network namespaces
 //

@@ -979,7 +979,8 @@ func forwardTUN(from, to Device, packets *atomic.Uint64) {
 // through two offload devices and a loop that reads one and writes the
 // other: the sender's kernel hands its device super-packets, Read cuts
 // them into segments, Write merges them again for the receiver's kernel.
-// 10 MB must arrive intact, in coalesced packets, with no checksum error.
+// 10 MB must arrive intact, read as super-packets and written in coalesced
+// ones, with no checksum error.
 func TestGROTCPThroughTwoTUNs(t *testing.T) {
 	a := newOffloadRigAddrs(t, 1, netip.MustParsePrefix("10.98.0.1/24"), netip.MustParsePrefix("fd98::1/64"))
 	b := newOffloadRigAddrs(t, 1, netip.MustParsePrefix("10.98.1.1/24"), netip.MustParsePrefix("fd98:1::1/64"))
@@ -1012,11 +1013,12 @@ func TestGROTCPThroughTwoTUNs(t *testing.T) {
 	data := make([]byte, 10<<20)
 	rand.NewChaCha8([32]byte{1}).Read(data)
 	want := sha256.Sum256(data)
-	wb := groOf(t, b.devs[0])
+	wb, ra := groOf(t, b.devs[0]), readerOf(t, a.devs[0])
 	for _, dst := range []string{"10.98.1.1", "fd98:1::1"} {
 		t.Run(dst, func(t *testing.T) {
 			errsBefore := snmp(t, b.ns, "Tcp", "InCsumErrors")
 			before, pktsBefore := countsOf(wb), ab.Load()
+			supersBefore, segsBefore := ra.superPackets.Load(), ra.segments.Load()
 			var ln net.Listener
 			var err error
 			inNetns(t, b.ns, func() { ln, err = net.Listen("tcp", net.JoinHostPort(dst, "0")) })
@@ -1066,6 +1068,16 @@ func TestGROTCPThroughTwoTUNs(t *testing.T) {
 			if d.refused != 0 {
 				t.Errorf("the kernel refused %d coalesced packets", d.refused)
 			}
+			// The read side: the sender's kernel handed over super-packets,
+			// which Read cut.
+			supers, segs := ra.superPackets.Load()-supersBefore, ra.segments.Load()-segsBefore
+			t.Logf("a: %d super-packets read, cut into %d segments; %d malformed, %d too big", supers, segs, ra.malformed.Load(), ra.tooBig.Load())
+			if supers == 0 || segs < 2*supers {
+				t.Errorf("no super-packets to speak of read from a: %d, cut into %d segments", supers, segs)
+			}
+			if ra.malformed.Load() != 0 || ra.tooBig.Load() != 0 {
+				t.Errorf("a's reader dropped %d malformed packets and %d segments too big", ra.malformed.Load(), ra.tooBig.Load())
+			}
 			if e := snmp(t, b.ns, "Tcp", "InCsumErrors") - errsBefore; e != 0 {
 				t.Errorf("receiver's Tcp InCsumErrors went up by %d", e)
 			}
@@ -1099,7 +1111,7 @@ func BenchmarkOffloadWrite(b *testing.B) {
 	for _, v := range []struct {
 		name  string
 		write func([][]byte, int) (int, error)
-	}{{"gro", d.Write}, {"wireguard-go", d.tun.Write}} {
+	}{{"gro", d.Write}, {"wireguard-go", wireguardTUN(b, d).Write}} {
 		b.Run(v.name, func(b *testing.B) {
 			b.SetBytes(segs * size)
 			b.ReportAllocs()

@@ -8,16 +8,15 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
 // Names of the TUN backends, as --tun-backend takes them.
 const (
 	// BackendOffload is a TUN device with IFF_VNET_HDR and TUNSETOFFLOAD:
 	// the kernel hands over 64 KB TCP (and, from Linux 6.2, UDP)
-	// super-packets, which Read splits into MTU-size segments with correct
-	// checksums, and takes coalesced ones back from Write (gro_linux.go).
-	// It can have several queues.
+	// super-packets, which Read splits into MTU-size segments with
+	// correct checksums (split_linux.go), and takes coalesced ones back
+	// from Write (gro_linux.go). It can have several queues.
 	BackendOffload = "offload"
 	// BackendWater is a plain TUN device: one packet per read(2) and
 	// write(2), one queue. The baseline, and the fallback where the kernel
@@ -161,40 +160,36 @@ func openOffloadQueue(name string, q int, flags uint16, probe func(int) error) (
 		unix.Close(fd)
 		return nil, err
 	}
-	// From here the fd belongs to wireguard-go's device: it sets it
-	// non-blocking, wraps it in an *os.File (Go's poller, so Close
-	// unblocks Read), asks TUNSETOFFLOAD again (plus USO where the kernel
-	// has it) and reads the virtio-net headers. It starts no goroutine.
-	tun, _, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
-	if err != nil {
-		// The fd is in an *os.File now, whose finalizer closes it; closing
-		// it here too could close a descriptor reused in the meantime.
+	// Non-blocking, in an *os.File: Go's poller waits when the device
+	// has nothing to read or no room to write, and Close unblocks a
+	// pending Read. Reads (split_linux.go) and writes (gro_linux.go) go
+	// through the file's RawConn.
+	if err := unix.SetNonblock(fd, true); err != nil {
 		ctl.close()
-		return nil, fmt.Errorf("open tun %q: %w", devName, err)
+		unix.Close(fd)
+		return nil, fmt.Errorf("open tun %q: %w", devName, os.NewSyscallError("fcntl", err))
 	}
-	// Writes bypass wireguard-go (see gro_linux.go) and go to the same
-	// file through its RawConn, so Go's poller still waits when the
-	// device would block and Close still stops them.
-	raw, err := tun.File().SyscallConn()
+	file := os.NewFile(uintptr(fd), "/dev/net/tun")
+	raw, err := file.SyscallConn()
 	if err == nil {
 		var uso bool
 		if uso, err = probeUSO(raw); err == nil {
-			return &offloadDevice{tun: tun, name: devName, queue: q, mtu: ctl, gro: newGROWriter(devName, raw, uso)}, nil
+			return &offloadDevice{file: file, name: devName, queue: q, mtu: ctl,
+				rd: newTUNReader(devName, raw), gro: newGROWriter(devName, raw, uso)}, nil
 		}
 	}
 	ctl.close()
-	tun.Close()
+	file.Close()
 	return nil, fmt.Errorf("open tun %q: %w", devName, err)
 }
 
-// offloadDevice is one queue of a TUN device with offloads. It reads
-// through golang.zx2c4.com/wireguard/tun, whose batched interface is ours
-// but for the names, and writes with its own groWriter (gro_linux.go),
-// which coalesces without copying. It adds what ours promises: errors
-// that name the device and match ErrClosed, a packet count from Write,
-// MTU from any namespace.
+// offloadDevice is one queue of a TUN device with offloads. Its reader
+// (split_linux.go) cuts the kernel's super-packets into segments; its
+// writer (gro_linux.go) merges runs of segments into super-packets for
+// the kernel. Both use the file's RawConn, with scratch of their own.
 type offloadDevice struct {
-	tun   wgtun.Device
+	file  *os.File
+	rd    *tunReader
 	gro   *groWriter
 	name  string
 	queue int
@@ -202,8 +197,8 @@ type offloadDevice struct {
 }
 
 // Read reads one packet or one super-packet, split into segments, one per
-// buffer. len(bufs) must be >= BatchSize(): a 64 KB TCP super-packet with
-// a small MSS takes that many.
+// buffer. Segments that find no buffer are kept, and returned first by
+// the next Read.
 func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
@@ -214,11 +209,7 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	if offset < 0 || offset >= len(bufs[0]) {
 		return 0, fmt.Errorf("read tun %q: offset %d outside a %d-byte buffer", d.name, offset, len(bufs[0]))
 	}
-	n, err := d.tun.Read(bufs, sizes, offset)
-	if err != nil {
-		return n, d.fail("read", err)
-	}
-	return n, nil
+	return d.rd.read(bufs, sizes, offset)
 }
 
 // Write coalesces runs of consecutive segments of one TCP flow (and,
@@ -239,17 +230,10 @@ func (d *offloadDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return d.gro.write(bufs, offset)
 }
 
-// fail names the operation and the device, and makes a closed device
-// match ErrClosed, as water's does.
-func (d *offloadDevice) fail(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("%s tun %q: %w (%w)", op, d.name, ErrClosed, err)
-	}
-	return fmt.Errorf("%s tun %q: %w", op, d.name, err)
-}
-
-// BatchSize is wireguard-go's batch size with offloads, 128.
-func (d *offloadDevice) BatchSize() int { return d.tun.BatchSize() }
+// BatchSize is MaxBatch: a 64 KB super-packet cut at the usual MSS takes
+// 46 buffers, at an MSS of 512 all 128 (what is left of one cut smaller
+// goes with the next Read).
+func (d *offloadDevice) BatchSize() int { return MaxBatch }
 
 // MTU asks the kernel through a socket opened next to the device, so it
 // works from any goroutine, whatever namespace its thread is in.
@@ -261,8 +245,9 @@ func (d *offloadDevice) Name() string { return d.name }
 // Close closes this queue; closing the last queue removes the device.
 func (d *offloadDevice) Close() error {
 	d.gro.closed.Store(true)
+	d.rd.closed.Store(true)
 	d.mtu.close()
-	if err := d.tun.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+	if err := d.file.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("close tun %q queue %d: %w", d.name, d.queue, err)
 	}
 	return nil

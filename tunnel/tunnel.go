@@ -34,10 +34,13 @@ type Device interface {
 	// offset is headroom: bytes left untouched in front of each packet so a
 	// caller can write an encapsulation header there without moving the
 	// packet. Each bufs[i] must have room for offset plus the device's MTU;
-	// a longer packet is truncated to the buffer.
+	// a longer packet is truncated to the buffer (a segment the offload
+	// backend cuts from a super-packet is dropped instead, and counted:
+	// cut short, it would be corrupt).
 	//
-	// The offload backend needs len(bufs) >= BatchSize(): it splits one
-	// super-packet into as many buffers as it takes.
+	// The offload backend splits one super-packet into as many buffers as
+	// it takes; segments that find no buffer come first from the next
+	// Read, so fewer than BatchSize() buffers cost calls, not packets.
 	//
 	// n > 0 means sizes[:n] are valid even when err != nil. After Close, or
 	// when Close is called during a pending Read, Read returns 0 and an error

@@ -1,0 +1,350 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The offload device's read path. Each read(2) gives one packet behind a
+// virtio-net header. A plain packet is copied to the caller (its checksum
+// completed first where the kernel left that to the device); a GSO
+// super-packet, up to 64 KB of one TCP or UDP flow, is cut into gso_size
+// segments, each with its own IP and TCP or UDP header and full checksums,
+// as the kernel's own software segmentation (tcp_gso_segment,
+// __udp_gso_segment) would have cut it. Each segment's payload is copied
+// and summed in one pass over its bytes.
+
+const (
+	tcpFlagF   = 0x01 // FIN
+	tcpFlagCWR = 0x80
+	// virtioGSOECN marks a TCP GSO packet whose first segment carries CWR
+	// (VIRTIO_NET_HDR_GSO_ECN). The device does not ask for TSO_ECN, so
+	// the kernel should not send it; if it does, the split is the same.
+	virtioGSOECN = 0x80
+	// readBufLen holds the virtio-net header and the largest IP packet
+	// short of a jumbogram: an IPv6 header and 65535 bytes of payload.
+	// TUN's GSO limit (64 KB) keeps super-packets under it.
+	readBufLen = VirtioNetHdrLen + 40 + 65535
+)
+
+// tunReader is the read side of an offload TUN queue. Everything it needs
+// is allocated with it: Read neither allocates nor waits for more than
+// one read(2).
+type tunReader struct {
+	name   string
+	raw    syscall.RawConn // nil in tests that only split
+	closed atomic.Bool
+
+	mu sync.Mutex // one Read at a time: the rest is its scratch
+	// buf is what read(2) fills: the virtio-net header, then the packet.
+	// A super-packet stays here until the last of its segments is out.
+	buf [readBufLen]byte
+	// n and errno are what the last read(2) gave (set inside recvFn).
+	n     int
+	errno syscall.Errno
+	// recvFn is r.recv bound once, so that RawConn.Read gets no new
+	// closure per call.
+	recvFn func(fd uintptr) bool
+	// sp is the super-packet being split; its segments left over when
+	// the caller's buffers ran out go first on the next Read.
+	sp superPacket
+
+	// For tests and debugging: super-packets read and the segments cut
+	// from them; packets dropped as malformed (a virtio-net header or IP
+	// packet that does not add up); segments dropped because they did
+	// not fit the caller's buffer.
+	superPackets, segments, malformed, tooBig atomic.Uint64
+}
+
+func newTUNReader(name string, raw syscall.RawConn) *tunReader {
+	r := &tunReader{name: name, raw: raw}
+	r.recvFn = r.recv
+	return r
+}
+
+// read reads packets into bufs[i][offset:], as Device.Read promises: the
+// rest of a super-packet that did not fit last time, or else one packet
+// or super-packet read now. Malformed packets are counted and skipped: one
+// corrupt packet is no reason to fail the call (the forwarder pauses on a
+// failed read).
+func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return 0, fmt.Errorf("read tun %q: %w", r.name, ErrClosed)
+	}
+	if r.sp.left() {
+		if n := r.sp.split(r, bufs, sizes, offset); n > 0 {
+			return n, nil
+		}
+	}
+	for {
+		r.n, r.errno = 0, 0
+		if err := r.raw.Read(r.recvFn); err != nil {
+			// The poller's only error here: the file was closed.
+			if r.closed.Load() {
+				return 0, fmt.Errorf("read tun %q: %w (%w)", r.name, ErrClosed, err)
+			}
+			return 0, fmt.Errorf("read tun %q: %w", r.name, err)
+		}
+		if r.errno != 0 {
+			err := os.NewSyscallError("read", r.errno)
+			if r.errno == unix.EBADFD {
+				// The device was deleted under the open file.
+				return 0, fmt.Errorf("read tun %q: %w (%w)", r.name, ErrClosed, err)
+			}
+			return 0, fmt.Errorf("read tun %q: %w", r.name, err)
+		}
+		if n := r.handle(r.n, bufs, sizes, offset); n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// recv runs inside RawConn.Read: one read(2), or false when the device
+// has nothing yet (the poller waits, then calls again).
+func (r *tunReader) recv(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+		switch e {
+		case 0:
+			r.n = int(n)
+			return true
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			r.errno = e
+			return true
+		}
+	}
+}
+
+// handle passes on what read(2) put in r.buf[:n]: the packet, or the
+// first segments of a super-packet. It returns how many buffers it
+// filled, 0 for a packet it dropped (and counted).
+func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
+	if n <= VirtioNetHdrLen {
+		r.malformed.Add(1)
+		return 0
+	}
+	h, pkt := r.buf[:VirtioNetHdrLen], r.buf[VirtioNetHdrLen:n]
+	// struct virtio_net_hdr, in host order (legacy virtio, what TUN
+	// speaks unless told TUNSETVNETLE/BE).
+	flags, gso := h[0], h[1]
+	hdrLen, gsoSize := int(binary.NativeEndian.Uint16(h[2:4])), int(binary.NativeEndian.Uint16(h[4:6]))
+	csumStart, csumOff := int(binary.NativeEndian.Uint16(h[6:8])), int(binary.NativeEndian.Uint16(h[8:10]))
+	needsCsum := flags&virtioNeedsCsum != 0
+
+	if gso == 0 { // VIRTIO_NET_HDR_GSO_NONE
+		if needsCsum && csumStart+csumOff+2 > len(pkt) {
+			r.malformed.Add(1)
+			return 0
+		}
+		out := bufs[0][offset:]
+		if !needsCsum {
+			sizes[0] = copy(out, pkt)
+			return 1
+		}
+		// The device is to finish the checksum (CHECKSUM_PARTIAL): the
+		// field holds the pseudo-header sum; the sum of everything from
+		// csum_start on, the field included, inverted, goes in its place,
+		// as skb_checksum_help would put it.
+		at := csumStart + csumOff
+		if len(pkt) > len(out) {
+			// It will be truncated: finish it here, then copy.
+			putCsum(pkt[at:], csumAdd(0, pkt[csumStart:]))
+			sizes[0] = copy(out, pkt)
+			return 1
+		}
+		copy(out, pkt[:csumStart])
+		putCsum(out[at:], csumCopy(out[csumStart:], pkt[csumStart:], 0))
+		sizes[0] = len(pkt)
+		return 1
+	}
+	if !r.sp.parse(pkt, gso, needsCsum, hdrLen, gsoSize, csumStart, csumOff) {
+		r.malformed.Add(1)
+		return 0
+	}
+	r.superPackets.Add(1)
+	return r.sp.split(r, bufs, sizes, offset)
+}
+
+// putCsum finishes a checksum whose field f holds the pseudo-header sum
+// and was included in acc. A sum of 0 goes as 0xffff, the same number in
+// ones' complement, because 0 in a UDP header means "no checksum" (and is
+// refused over IPv6); the kernel does the same (CSUM_MANGLED_0).
+func putCsum(f []byte, acc uint64) {
+	c := ^csumFold(acc)
+	if c == 0 {
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(f, c)
+}
+
+// superPacket is a GSO packet in the read buffer, checked and ready to be
+// cut: everything about it that is the same for every segment is worked
+// out once, in parse.
+type superPacket struct {
+	pkt     []byte // the IP packet, in tunReader.buf
+	l4      int    // where the TCP or UDP header starts: the IP header's length
+	hl      int    // IP and TCP or UDP header length: where the payload starts
+	gsoSize int    // payload bytes per segment, the last may have fewer
+	csumOff int    // of the checksum in the TCP or UDP header
+	v4, tcp bool
+	seq     uint32 // TCP sequence number of the first segment
+	id      uint16 // IPv4 identification of the first segment
+	flags   byte   // TCP flags of the super-packet
+	ipSum   uint64 // IPv4 header sum without length, ID and checksum
+	pseudo  uint64 // pseudo-header sum without the length
+	// next is the first payload byte of the next segment, seg its index;
+	// next == len(pkt) once all are out.
+	next, seg int
+}
+
+func (s *superPacket) left() bool { return s.next < len(s.pkt) }
+
+// parse checks the virtio-net header and the packet's headers against
+// each other and the packet's length, and fills s; false means the packet
+// is malformed and s is left empty. hdr_len is not used: the kernel sets
+// it to the length of the skb's linear part, which may hold payload too;
+// parse only checks that it lies within the packet.
+func (s *superPacket) parse(pkt []byte, gso byte, needsCsum bool, hdrLen, gsoSize, csumStart, csumOff int) bool {
+	*s = superPacket{}
+	var proto byte
+	switch {
+	case len(pkt) < 20 || gsoSize == 0 || hdrLen > len(pkt):
+		return false
+	case pkt[0]>>4 == 4:
+		ihl := int(pkt[0]&0x0f) * 4
+		if ihl < 20 || ihl > len(pkt) || int(binary.BigEndian.Uint16(pkt[2:4])) != len(pkt) ||
+			binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or a fragment offset
+			return false
+		}
+		s.v4, s.l4, proto = true, ihl, pkt[9]
+	case pkt[0]>>4 == 6:
+		if len(pkt) < 40 || int(binary.BigEndian.Uint16(pkt[4:6])) != len(pkt)-40 {
+			return false
+		}
+		// Hop-by-hop and destination options change nothing in the
+		// segments (their payload length is from the fixed header on, the
+		// pseudo-header takes the fixed header's addresses). A routing
+		// header would change the pseudo-header's destination; it and
+		// anything else is refused.
+		s.l4, proto = 40, pkt[6]
+		for proto == unix.IPPROTO_HOPOPTS && s.l4 == 40 || proto == unix.IPPROTO_DSTOPTS {
+			if s.l4+8 > len(pkt) {
+				return false
+			}
+			proto, s.l4 = pkt[s.l4], s.l4+(int(pkt[s.l4+1])+1)*8
+		}
+	default:
+		return false
+	}
+	switch gso &^ virtioGSOECN {
+	case virtioGSOTCPv4, virtioGSOTCPv6:
+		if (gso&^virtioGSOECN == virtioGSOTCPv4) != s.v4 || proto != unix.IPPROTO_TCP || s.l4+20 > len(pkt) {
+			return false
+		}
+		s.tcp, s.csumOff = true, 16
+		s.hl = s.l4 + int(pkt[s.l4+12]>>4)*4
+		if s.hl < s.l4+20 {
+			return false
+		}
+	case virtioGSOUDPL4:
+		if gso != virtioGSOUDPL4 || proto != unix.IPPROTO_UDP {
+			return false
+		}
+		s.csumOff, s.hl = 6, s.l4+8
+	default:
+		return false
+	}
+	// There must be payload to cut, and where the kernel says where the
+	// checksum goes, it must agree.
+	if s.hl >= len(pkt) || needsCsum && (csumStart != s.l4 || csumOff != s.csumOff) {
+		return false
+	}
+
+	s.gsoSize = gsoSize
+	if s.v4 {
+		// The header with total length, ID and checksum zero: each
+		// segment adds its own length and ID.
+		s.id = binary.BigEndian.Uint16(pkt[4:6])
+		s.ipSum = csumAdd(csumAdd(csumAdd(0, pkt[0:2]), pkt[6:10]), pkt[12:s.l4])
+		s.pseudo = csumAdd(0, pkt[12:20])
+	} else {
+		s.pseudo = csumAdd(0, pkt[8:40])
+	}
+	if s.tcp {
+		s.pseudo = csumAddWord(s.pseudo, unix.IPPROTO_TCP)
+		s.seq = binary.BigEndian.Uint32(pkt[s.l4+4 : s.l4+8])
+		s.flags = pkt[s.l4+13]
+	} else {
+		s.pseudo = csumAddWord(s.pseudo, unix.IPPROTO_UDP)
+	}
+	s.pkt, s.next = pkt, s.hl
+	return true
+}
+
+// split writes the next segments of s to bufs[i][offset:], as many as
+// there are buffers for, and returns how many it wrote. A segment longer
+// than its buffer is dropped (counted in r.tooBig): cut short it would be
+// corrupt.
+func (s *superPacket) split(r *tunReader, bufs [][]byte, sizes []int, offset int) int {
+	n := 0
+	for n < len(bufs) && s.left() {
+		end := min(s.next+s.gsoSize, len(s.pkt))
+		size := s.hl + end - s.next
+		if b := bufs[n]; size > len(b)-offset {
+			r.tooBig.Add(1)
+			s.next, s.seg = end, s.seg+1
+			continue
+		}
+		out := bufs[n][offset : offset+size]
+		copy(out, s.pkt[:s.hl])
+		if s.v4 {
+			// Each segment gets the next ID, as the kernel numbers them
+			// (inet_gso_segment), whether or not DF is set.
+			id := s.id + uint16(s.seg)
+			binary.BigEndian.PutUint16(out[2:4], uint16(size))
+			binary.BigEndian.PutUint16(out[4:6], id)
+			binary.BigEndian.PutUint16(out[10:12], ^csumFold(csumAddWord(csumAddWord(s.ipSum, uint16(size)), id)))
+		} else {
+			binary.BigEndian.PutUint16(out[4:6], uint16(size-40))
+		}
+		l4 := out[s.l4:]
+		if s.tcp {
+			// As tcp_gso_segment: FIN and PSH on the last segment only,
+			// CWR on the first only.
+			f := s.flags
+			if end < len(s.pkt) {
+				f &^= tcpFlagF | tcpFlagP
+			}
+			if s.seg > 0 {
+				f &^= tcpFlagCWR
+			}
+			binary.BigEndian.PutUint32(l4[4:8], s.seq+uint32(s.seg)*uint32(s.gsoSize))
+			l4[13] = f
+		} else {
+			binary.BigEndian.PutUint16(l4[4:6], uint16(size-s.l4))
+		}
+		l4[s.csumOff], l4[s.csumOff+1] = 0, 0
+		// The L4 header's length is a multiple of 4, so the payload
+		// starts at an even offset of what is summed.
+		acc := csumAdd(csumAddWord(s.pseudo, uint16(size-s.l4)), l4[:s.hl-s.l4])
+		acc = csumCopy(out[s.hl:], s.pkt[s.next:end], acc)
+		putCsum(l4[s.csumOff:], acc)
+		sizes[n] = size
+		n++
+		s.next, s.seg = end, s.seg+1
+	}
+	r.segments.Add(uint64(n))
+	return n
+}

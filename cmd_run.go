@@ -58,8 +58,12 @@ func runCommand() *cli.Command {
 			if procs < 0 {
 				return fmt.Errorf("--gomaxprocs %d: want 0 (automatic) or more", procs)
 			}
+			// Set only when it changes something: setting it at all stops
+			// Go from following the container's CPU limit.
 			_, envSet := os.LookupEnv("GOMAXPROCS")
-			runtime.GOMAXPROCS(gomaxprocs(procs, runtime.GOMAXPROCS(0), envSet))
+			if want := gomaxprocs(procs, runtime.GOMAXPROCS(0), envSet); procs > 0 || want != runtime.GOMAXPROCS(0) {
+				runtime.GOMAXPROCS(want)
+			}
 			if path := c.String("cpuprofile"); path != "" {
 				stop, err := startCPUProfile(path)
 				if err != nil {

@@ -352,6 +352,9 @@ func machine() Machine {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = "Linux " + strings.TrimSpace(string(b))
 	}
+	// Read in the bench's own namespace; the namespaces it makes start
+	// with the initial namespace's value, which this is when the bench
+	// runs on the host, as it is meant to.
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control"); err == nil {
 		m.TCPCongestion = strings.TrimSpace(string(b))
 	}

@@ -19,6 +19,7 @@ type Counters struct {
 	SendErrors    atomic.Uint64 // datagrams the underlay refused
 	WriteErrors   atomic.Uint64 // packets the TUN device refused
 	ReadErrors    atomic.Uint64 // failed reads on either side (not counting shutdown)
+	TUNDropped    atomic.Uint64 // packets the TUN device dropped on read (tunnel.DropCounter)
 
 	Encap [encap.NumReasons]atomic.Uint64 // TUN packets dropped, by reason
 	Decap [encap.NumReasons]atomic.Uint64 // datagrams dropped, by reason
@@ -43,6 +44,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 	put("send-errors", c.SendErrors.Load())
 	put("write-errors", c.WriteErrors.Load())
 	put("read-errors", c.ReadErrors.Load())
+	put("tun-dropped", c.TUNDropped.Load())
 	for r := encap.Reason(1); r < encap.NumReasons; r++ {
 		put("encap-"+r.String(), c.Encap[r].Load())
 		put("decap-"+r.String(), c.Decap[r].Load())
@@ -52,7 +54,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 
 // Drops returns the total of every drop counter.
 func (c *Counters) Drops() uint64 {
-	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load()
+	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load()
 	for r := range c.Encap {
 		n += c.Encap[r].Load() + c.Decap[r].Load()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -168,9 +169,17 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 	sizes := make([]int, batch)
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
+	drops, _ := q.Dev.(tunnel.DropCounter)
+	var dropped uint64 // what drops said last time
 
 	for {
 		n, err := q.Dev.Read(bufs, sizes, Headroom)
+		if drops != nil {
+			if d := drops.Dropped(); d != dropped {
+				f.tunDropped(q.Dev.Name(), d-dropped)
+				dropped = d
+			}
+		}
 		if err != nil && n == 0 {
 			if stop, err := f.readFailed(ctx, "tun", err); stop {
 				return err
@@ -202,6 +211,16 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 			}
 			f.SendErrors.Add(uint64(len(out) - sent))
 		}
+	}
+}
+
+// tunDropped counts packets the TUN device dropped on read, and says so
+// in the log the 1st, 2nd, 4th, 8th... time: a drop there is no passing
+// error (see tunnel.DropCounter) and must not go unseen.
+func (f *Forwarder) tunDropped(dev string, n uint64) {
+	total := f.TUNDropped.Add(n)
+	if prev := total - n; bits.Len64(prev) != bits.Len64(total) || prev == 0 {
+		f.log.Warn("tun device dropped packets on read (malformed, or larger than the buffers sized from the MTU at start: restart the node after raising the MTU)", "dev", dev, "count", total)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -476,5 +477,49 @@ func TestRunFailsWhenDeviceGoes(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after its device was closed")
+	}
+}
+
+// droppingDevice is a fake TUN device that also drops packets on read and
+// counts them, as the offload device does (tunnel.DropCounter).
+type droppingDevice struct {
+	*tunneltest.Device
+	dropped atomic.Uint64
+}
+
+func (d *droppingDevice) Dropped() uint64 { return d.dropped.Load() }
+
+// TestForwarderCountsTUNDrops: what the device drops on read shows in the
+// forwarder's counters (and so in /metrics), as it happens.
+func TestForwarderCountsTUNDrops(t *testing.T) {
+	dev := &droppingDevice{Device: tunneltest.NewDevice("vxrD", 1450, 8)}
+	ul := tunneltest.NewNetwork().Listen(netip.MustParseAddrPort("10.0.0.1:8472"), 8)
+	table, _ := NewTable(1, macA)
+	dec, _ := encap.NewDecoder(1, macA)
+	f := NewForwarder(dev, ul, table, dec, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+
+	for _, total := range []uint64{3, 5} {
+		dev.dropped.Store(total)
+		// A packet for nobody makes the loop's Read return.
+		dev.Inject(ipv4UDP(t, "172.16.99.2", "192.0.2.1", []byte("x")))
+		deadline := time.Now().Add(5 * time.Second)
+		for f.TUNDropped.Load() != total && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if got := f.Snapshot()["tun-dropped"]; got != total {
+			t.Fatalf("tun-dropped = %d, want %d (the device's count)", got, total)
+		}
+	}
+	if d := f.Drops(); d < 5 {
+		t.Errorf("Drops() = %d, want the 5 the device dropped counted in", d)
 	}
 }

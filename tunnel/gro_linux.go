@@ -189,7 +189,10 @@ func (w *groWriter) flush(base int) (written int, first error, fatal bool) {
 			// The device was deleted under the open file.
 			return w.written, fmt.Errorf("write tun %q: %w (%w)", w.name, ErrClosed, err), true
 		}
-		if o.n > 1 && w.sub < 0 {
+		// A merged packet the kernel calls invalid goes again a segment
+		// at a time, so only the segments it refuses alone fail; any
+		// other error (EIO: the device is down) would only repeat.
+		if o.n > 1 && w.sub < 0 && w.errno == unix.EINVAL {
 			w.refused.Add(1)
 			w.sub = 0
 			continue
@@ -384,7 +387,10 @@ func parseSeg(pkt []byte, udp bool) groSeg {
 // by the headers alone: the same flow, IP fields and TCP state, in
 // sequence, no longer than f. It is what Linux's own GRO asks (tcp_gro_receive,
 // udp_gro_receive, inet_gro_receive), so that the kernel sees what it
-// would have seen had it merged them itself.
+// would have seen had it merged them itself, with two differences: with
+// DF set any IP IDs are taken (RFC 6864: they mean nothing then; Linux
+// wants them counting up or equal), and FIN or ECE never join (Linux
+// merges some such; not merging is always safe).
 func joins(f, p, q *groSeg, count, total int) bool {
 	if q.kind != f.kind || q.hl != f.hl || q.pay > f.pay || total+q.pay > maxIPLen {
 		return false

@@ -239,6 +239,12 @@ func (d *offloadDevice) BatchSize() int { return MaxBatch }
 // works from any goroutine, whatever namespace its thread is in.
 func (d *offloadDevice) MTU() (int, error) { return d.mtu.get() }
 
+// Dropped is how many packets Read dropped: malformed ones, and segments
+// too big for the caller's buffers. It implements DropCounter.
+func (d *offloadDevice) Dropped() uint64 {
+	return d.rd.malformed.Load() + d.rd.tooBig.Load()
+}
+
 // Name is the device's name in the kernel.
 func (d *offloadDevice) Name() string { return d.name }
 

@@ -180,7 +180,8 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 // putCsum finishes a checksum whose field f holds the pseudo-header sum
 // and was included in acc. A sum of 0 goes as 0xffff, the same number in
 // ones' complement, because 0 in a UDP header means "no checksum" (and is
-// refused over IPv6); the kernel does the same (CSUM_MANGLED_0).
+// refused over IPv6); the kernel does the same (CSUM_MANGLED_0), for any
+// protocol in skb_checksum_help, for UDP alone when it segments.
 func putCsum(f []byte, acc uint64) {
 	c := ^csumFold(acc)
 	if c == 0 {
@@ -340,7 +341,13 @@ func (s *superPacket) split(r *tunReader, bufs [][]byte, sizes []int, offset int
 		// starts at an even offset of what is summed.
 		acc := csumAdd(csumAddWord(s.pseudo, uint16(size-s.l4)), l4[:s.hl-s.l4])
 		acc = csumCopy(out[s.hl:], s.pkt[s.next:end], acc)
-		putCsum(l4[s.csumOff:], acc)
+		if s.tcp {
+			// tcp_gso_segment leaves a sum of 0 as 0; only UDP, where 0
+			// means "no checksum", sends it as 0xffff.
+			binary.BigEndian.PutUint16(l4[s.csumOff:], ^csumFold(acc))
+		} else {
+			putCsum(l4[s.csumOff:], acc)
+		}
 		sizes[n] = size
 		n++
 		s.next, s.seg = end, s.seg+1

@@ -78,6 +78,16 @@ type Device interface {
 	Close() error
 }
 
+// DropCounter is a Device that drops some packets on read instead of
+// failing the read, and counts them: the offload device drops a packet
+// the kernel handed over malformed, and a segment larger than the
+// caller's buffer (the MTU raised under a running node). The forwarder
+// adds them to its counters.
+type DropCounter interface {
+	// Dropped is how many packets the device dropped so far.
+	Dropped() uint64
+}
+
 // ViewReader is an Underlay that can lend its datagrams instead of copying
 // them into the caller's buffers; UDP implements it. The forwarder reads
 // through it where it can: with UDP GRO, the kernel's coalesced messages
@@ -87,7 +97,7 @@ type ViewReader interface {
 	// from[i], a slice of the underlay's own memory whose capacity ends
 	// with the datagram, valid until the next Read or ReadViews. A caller
 	// may change the datagram's bytes in place. len(from) must be >=
-	// len(views).
+	// min(len(views), MaxBatch).
 	ReadViews(views [][]byte, from []netip.AddrPort) (int, error)
 }
 

@@ -454,26 +454,43 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 	}
 	r := &u.r
 	for i, b := range bufs[:vlen] {
-		if len(b) > 0 {
-			r.iovs[i].Base = &b[0]
-		} else {
-			r.iovs[i].Base = nil
-		}
-		r.iovs[i].SetLen(len(b))
-		// The kernel overwrites these with what it received.
-		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		r.hdrs[i].Hdr.Flags = 0
-		r.hdrs[i].Len = 0
+		r.point(i, b)
 	}
-	r.vlen = vlen
-	if err := u.recv(); err != nil {
+	if err := u.recvPlain(vlen, from); err != nil {
 		return 0, err
 	}
 	for i := range r.n {
 		sizes[i] = int(r.hdrs[i].Len)
-		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
 	}
 	return r.n, nil
+}
+
+// point makes message i of a recvmmsg without GRO receive into b.
+func (r *reader) point(i int, b []byte) {
+	if len(b) > 0 {
+		r.iovs[i].Base = &b[0]
+	} else {
+		r.iovs[i].Base = nil
+	}
+	r.iovs[i].SetLen(len(b))
+	// The kernel overwrites these with what it received.
+	r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+	r.hdrs[i].Hdr.Flags = 0
+	r.hdrs[i].Len = 0
+}
+
+// recvPlain runs one recvmmsg of vlen messages set up by point, and puts
+// each sender in from.
+func (u *UDP) recvPlain(vlen int, from []netip.AddrPort) error {
+	r := &u.r
+	r.vlen = vlen
+	if err := u.recv(); err != nil {
+		return err
+	}
+	for i := range r.n {
+		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
+	}
+	return nil
 }
 
 // ReadViews is Read without the copy: datagram i is views[i], a slice of
@@ -501,21 +518,15 @@ func (u *UDP) ReadViews(views [][]byte, from []netip.AddrPort) (int, error) {
 	}
 	vlen = min(vlen, groMessages)
 	for i := range vlen {
-		r.iovs[i].Base = &r.scratch[i*maxDatagram]
-		r.iovs[i].SetLen(maxDatagram)
-		r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		r.hdrs[i].Hdr.Flags = 0
-		r.hdrs[i].Len = 0
+		r.point(i, r.scratch[i*maxDatagram:(i+1)*maxDatagram])
 	}
-	r.vlen = vlen
-	if err := u.recv(); err != nil {
+	if err := u.recvPlain(vlen, from); err != nil {
 		return 0, err
 	}
 	for i := range r.n {
 		base := i * maxDatagram
 		end := base + int(r.hdrs[i].Len)
 		views[i] = r.scratch[base:end:end]
-		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
 	}
 	return r.n, nil
 }

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,7 +76,26 @@ type superSpec struct {
 	noDF       bool
 	id         uint16
 	gso, pay   int
-	fullHdrLen bool // hdr_len = the whole packet, as for a forwarded one
+	fullHdrLen bool   // hdr_len = the whole packet, as for a forwarded one
+	window     uint16 // TCP window; 0 means 512
+}
+
+// zeroSum returns c with the TCP window chosen so that the first
+// segment's checksum comes out 0x0000, which tcp_gso_segment sends as it
+// is (UDP would send 0xffff).
+func (c superSpec) zeroSum(t testing.TB) superSpec {
+	c.window = 0xffff // a stand-in: the window's share is taken out below
+	seg := c.segments(t)[0]
+	l4, proto, csumOff, _ := l4Offset(seg)
+	binary.BigEndian.PutUint16(seg[l4+csumOff:], 0)
+	binary.BigEndian.PutUint16(seg[l4+14:], 0)
+	// The window w must make the folded sum 0xffff: w = 0xffff - sum, in
+	// ones' complement.
+	c.window = 0xffff - refFold(refSum(refPseudo(seg, proto, len(seg)-l4))+refSum(seg[l4:]))
+	if c.window == 0 {
+		c.window = 0xffff // the same number; 0 would mean 512
+	}
+	return c
 }
 
 const superSeq = 0xfffff000 // wraps within a 64 KB super-packet
@@ -118,7 +139,7 @@ func (c superSpec) layers(seg int, pay []byte, last bool) []gopacket.Serializabl
 		ls = append(ls, u)
 	} else {
 		tcp := &layers.TCP{SrcPort: 5555, DstPort: 80, Seq: superSeq + uint32(max(seg, 0)*c.gso), Ack: 777,
-			ACK: true, Window: 512, Options: []layers.TCPOption{
+			ACK: true, Window: cmp.Or(c.window, 512), Options: []layers.TCPOption{
 				{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop},
 				{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: []byte{0, 0, 1, 0, 0, 0, 2, 0}},
 			}}
@@ -318,6 +339,8 @@ func TestSplitMatchesKernel(t *testing.T) {
 		{"tcp4 small MSS 300 segments", superSpec{gso: 200, pay: 60000}},
 		{"tcp6 64KB", superSpec{v6: true, gso: 1428, pay: 65535 - 32 - 8, psh: true}},
 		{"tcp6 hop-by-hop FIN", superSpec{v6: true, opts: true, gso: 1300, pay: 5001, fin: true, cwr: true}},
+		{"tcp4 checksum 0", superSpec{gso: 1448, pay: 3000}.zeroSum(t)},
+		{"tcp6 checksum 0", superSpec{v6: true, gso: 1428, pay: 3000}.zeroSum(t)},
 		{"udp4", superSpec{udp: true, gso: 1400, pay: 65000, id: 7}},
 		{"udp4 options", superSpec{udp: true, opts: true, gso: 1000, pay: 3333}},
 		{"udp6 odd last", superSpec{v6: true, udp: true, gso: 1200, pay: 30001}},
@@ -326,6 +349,12 @@ func TestSplitMatchesKernel(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			frame := c.spec.frame(t)
 			want := c.spec.segments(t)
+			if strings.HasSuffix(c.name, "checksum 0") {
+				l4, _, off, _ := l4Offset(want[0])
+				if got := binary.BigEndian.Uint16(want[0][l4+off:]); got != 0 {
+					t.Fatalf("the case is built wrong: first segment's checksum %#04x, want 0", got)
+				}
+			}
 			for _, nbufs := range []int{MaxBatch, 7, 1} {
 				r := newTUNReader("test", nil)
 				got := splitAll(t, r, frame, nbufs, 1500)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -114,16 +115,26 @@ func TestGarbagePeerLeases(t *testing.T) {
 	p1, p2 := o.pod(h1, env1.Subnet.Masked()), o.pod(h2, env2.Subnet.Masked())
 	o.mustPing(p1, p2)
 
+	// The garbage goes under /24s the nodes did not get: they pick theirs
+	// at random, and a well-formed value on a node's own key would be an
+	// operator overwriting its lease, another test's business.
+	free := make([]string, 0, 5)
+	for x := 77; len(free) < cap(free); x++ {
+		s := fmt.Sprintf("172.16.%d.0", x)
+		if s != env1.Subnet.Masked().Addr().String() && s != env2.Subnet.Masked().Addr().String() {
+			free = append(free, s)
+		}
+	}
 	garbage := map[string]string{
-		"/coreos.com/network/subnets/garbage":        "x",
-		"/coreos.com/network/subnets/172.16.77.0-24": `{"PublicIP":`,
-		"/coreos.com/network/subnets/172.16.78.0-24": `{"PublicIP":"10.213.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}`,
-		"/coreos.com/network/subnets/172.16.79.0-33": `{}`,
+		"/coreos.com/network/subnets/garbage":            "x",
+		"/coreos.com/network/subnets/" + free[0] + "-24": `{"PublicIP":`,
+		"/coreos.com/network/subnets/" + free[1] + "-24": `{"PublicIP":"10.213.0.9","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}`,
+		"/coreos.com/network/subnets/" + free[2] + "-33": `{}`,
 		// Well-formed, but no peer: a catch-all route, a subnet of
 		// another length, and one claiming node 1's own address.
-		"/coreos.com/network/subnets/0.0.0.0-0":      `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
-		"/coreos.com/network/subnets/172.16.80.0-25": `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
-		"/coreos.com/network/subnets/172.16.81.0-24": `{"PublicIP":"` + h1.Underlay.String() + `","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
+		"/coreos.com/network/subnets/0.0.0.0-0":          `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
+		"/coreos.com/network/subnets/" + free[3] + "-25": `{"PublicIP":"10.213.0.9","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
+		"/coreos.com/network/subnets/" + free[4] + "-24": `{"PublicIP":"` + h1.Underlay.String() + `","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}}`,
 	}
 	for k, v := range garbage {
 		if _, err := o.cli.Put(o.ctx, k, v); err != nil {
@@ -132,7 +143,7 @@ func TestGarbagePeerLeases(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(o.ctx, 10*time.Second)
 	defer cancel()
-	for !strings.Contains(n1.Log(), "172.16.78.0-24") {
+	for !strings.Contains(n1.Log(), free[1]+"-24") {
 		if ctx.Err() != nil {
 			t.Fatalf("node 1 never warned about the bad lease:\n%s", n1.Log())
 		}

@@ -22,18 +22,7 @@ import (
 // from the writer's own scratch, then the segments' payloads straight from
 // the caller's buffers. The caller's bytes are neither copied nor changed.
 
-// virtio-net header fields (include/uapi/linux/virtio_net.h).
 const (
-	virtioNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
-	virtioGSOTCPv4  = 1 // VIRTIO_NET_HDR_GSO_TCPV4
-	virtioGSOTCPv6  = 4 // VIRTIO_NET_HDR_GSO_TCPV6
-	virtioGSOUDPL4  = 5 // VIRTIO_NET_HDR_GSO_UDP_L4
-)
-
-const (
-	ipv4DF   = 0x4000 // the don't-fragment bit of the flags and offset field
-	tcpFlagP = 0x08   // PSH
-	tcpFlagA = 0x10   // ACK
 	// maxIPLen bounds a coalesced packet, header included: what IPv4's
 	// total length holds (IPv6 is held to the same, so one rule serves).
 	maxIPLen = 65535
@@ -171,10 +160,7 @@ func (w *groWriter) flush(base int) (written int, first error, fatal bool) {
 		w.errno = 0
 		if err := w.raw.Write(w.sendFn); err != nil {
 			// The poller's only error here: the file was closed.
-			if w.closed.Load() {
-				return w.written, fmt.Errorf("write tun %q: %w (%w)", w.name, ErrClosed, err), true
-			}
-			return w.written, fmt.Errorf("write tun %q: %w", w.name, err), true
+			return w.written, tunError("write", w.name, err, w.closed.Load()), true
 		}
 		if w.errno == 0 {
 			break
@@ -187,7 +173,7 @@ func (w *groWriter) flush(base int) (written int, first error, fatal bool) {
 		err := os.NewSyscallError("writev", w.errno)
 		if w.errno == unix.EBADFD {
 			// The device was deleted under the open file.
-			return w.written, fmt.Errorf("write tun %q: %w (%w)", w.name, ErrClosed, err), true
+			return w.written, tunError("write", w.name, err, true), true
 		}
 		// A merged packet the kernel calls invalid goes again a segment
 		// at a time, so only the segments it refuses alone fail; any
@@ -212,14 +198,11 @@ func (w *groWriter) flush(base int) (written int, first error, fatal bool) {
 func (w *groWriter) send(fd uintptr) bool {
 	for w.at < w.nouts {
 		iov := w.iovecs(w.at, w.sub)
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		switch e {
-		case 0:
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
+		_, e, done := nonblocking(unix.SYS_WRITEV, fd, unsafe.Pointer(&iov[0]), len(iov))
+		if !done {
 			return false
-		default:
+		}
+		if e != 0 {
 			w.errno = e
 			return true
 		}

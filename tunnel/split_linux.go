@@ -22,12 +22,6 @@ import (
 // and summed in one pass over its bytes.
 
 const (
-	tcpFlagF   = 0x01 // FIN
-	tcpFlagCWR = 0x80
-	// virtioGSOECN marks a TCP GSO packet whose first segment carries CWR
-	// (VIRTIO_NET_HDR_GSO_ECN). The device does not ask for TSO_ECN, so
-	// the kernel should not send it; if it does, the split is the same.
-	virtioGSOECN = 0x80
 	// readBufLen holds the virtio-net header and the largest IP packet
 	// short of a jumbogram: an IPv6 header and 65535 bytes of payload.
 	// TUN's GSO limit (64 KB) keeps super-packets under it.
@@ -89,18 +83,11 @@ func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		r.n, r.errno = 0, 0
 		if err := r.raw.Read(r.recvFn); err != nil {
 			// The poller's only error here: the file was closed.
-			if r.closed.Load() {
-				return 0, fmt.Errorf("read tun %q: %w (%w)", r.name, ErrClosed, err)
-			}
-			return 0, fmt.Errorf("read tun %q: %w", r.name, err)
+			return 0, tunError("read", r.name, err, r.closed.Load())
 		}
 		if r.errno != 0 {
-			err := os.NewSyscallError("read", r.errno)
-			if r.errno == unix.EBADFD {
-				// The device was deleted under the open file.
-				return 0, fmt.Errorf("read tun %q: %w (%w)", r.name, ErrClosed, err)
-			}
-			return 0, fmt.Errorf("read tun %q: %w", r.name, err)
+			// EBADFD: the device was deleted under the open file.
+			return 0, tunError("read", r.name, os.NewSyscallError("read", r.errno), r.errno == unix.EBADFD)
 		}
 		if n := r.handle(r.n, bufs, sizes, offset); n > 0 {
 			return n, nil
@@ -111,20 +98,9 @@ func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // recv runs inside RawConn.Read: one read(2), or false when the device
 // has nothing yet (the poller waits, then calls again).
 func (r *tunReader) recv(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
-		switch e {
-		case 0:
-			r.n = int(n)
-			return true
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			r.errno = e
-			return true
-		}
-	}
+	var done bool
+	r.n, r.errno, done = nonblocking(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
+	return done
 }
 
 // handle passes on what read(2) put in r.buf[:n]: the packet, or the

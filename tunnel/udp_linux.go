@@ -413,27 +413,8 @@ func (r *reader) init(gro bool) {
 // poller park the goroutine until the socket is readable, or closed.
 func (r *reader) recvmmsg(fd uintptr) bool {
 	var done bool
-	r.n, r.errno, done = mmsg(unix.SYS_RECVMMSG, fd, &r.hdrs[0], r.vlen)
+	r.n, r.errno, done = nonblocking(unix.SYS_RECVMMSG, fd, unsafe.Pointer(&r.hdrs[0]), r.vlen)
 	return done
-}
-
-// mmsg makes one recvmmsg or sendmmsg call of vlen messages from hdrs,
-// again on EINTR. done is false on EAGAIN (the poller then waits); else n
-// and errno are the call's result.
-func mmsg(trap, fd uintptr, hdrs *unix.Mmsghdr, vlen int) (n int, errno syscall.Errno, done bool) {
-	for {
-		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(hdrs)), uintptr(vlen), 0, 0, 0)
-		switch e {
-		case 0:
-			return int(r), 0, true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, 0, false
-		default:
-			return 0, e, true
-		}
-	}
 }
 
 // Read reads up to min(len(bufs), MaxBatch) datagrams, in one recvmmsg or
@@ -659,7 +640,7 @@ func (w *writer) init() {
 // sendmmsg runs inside RawConn.Write; false on EAGAIN waits for room.
 func (w *writer) sendmmsg(fd uintptr) bool {
 	var done bool
-	w.n, w.errno, done = mmsg(unix.SYS_SENDMMSG, fd, &w.hdrs[w.at], w.vlen)
+	w.n, w.errno, done = nonblocking(unix.SYS_SENDMMSG, fd, unsafe.Pointer(&w.hdrs[w.at]), w.vlen)
 	return done
 }
 

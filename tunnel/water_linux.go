@@ -103,10 +103,7 @@ func (d *waterDevice) Write(bufs [][]byte, offset int) (int, error) {
 // ErrClosed (net.ErrClosed) as well as os.ErrClosed, so one check in the
 // caller recognises shutdown on a Device and on an Underlay alike.
 func (d *waterDevice) fail(op string, err error) error {
-	if errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("%s tun %q: %w (%w)", op, d.name, ErrClosed, err)
-	}
-	return fmt.Errorf("%s tun %q: %w", op, d.name, err)
+	return tunError(op, d.name, err, errors.Is(err, os.ErrClosed))
 }
 
 // BatchSize is 1: water reads one packet per syscall.

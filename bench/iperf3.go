@@ -55,7 +55,7 @@ func IPerf3TCP(ctx context.Context, client, server *lab.Pod, streams int, d time
 			return res, ctx.Err()
 		}
 		// The server may not listen yet: iperf3 -s takes a moment.
-		if r.errMsg != "" && strings.Contains(r.errMsg, "connect") && time.Now().Before(deadline) {
+		if strings.Contains(r.errMsg, "connect") && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}

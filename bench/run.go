@@ -51,9 +51,7 @@ type Options struct {
 
 func (o *Options) setDefaults() error {
 	if len(o.Scenarios) == 0 {
-		for _, s := range Scenarios() {
-			o.Scenarios = append(o.Scenarios, s.Name)
-		}
+		o.Scenarios = scenarioNames()
 	}
 	for _, n := range o.Scenarios {
 		if _, ok := LookupScenario(n); !ok {

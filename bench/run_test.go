@@ -39,24 +39,12 @@ func TestRunQuick(t *testing.T) {
 		if len(s.Rounds) != 1 {
 			t.Errorf("%s: %d rounds, want 1", s.Name, len(s.Rounds))
 		}
-		if s.Name == "vxrouter-offload" && s.Failed() {
-			// Allowed until the offload backend lands: but reported.
-			if s.Error == "" || s.Log == "" {
-				t.Errorf("offload failed without an error or a log: %+v", s)
-			}
-			if !strings.Contains(table.String(), "vxrouter-offload FAILED") {
-				t.Error("the table does not say that offload failed")
-			}
-			t.Logf("offload failed, as allowed: %s", firstLine(s.Error))
-			continue
-		}
 		if s.Error != "" {
 			t.Errorf("%s: %s\n%s", s.Name, s.Error, s.Log)
 		}
 		for _, m := range Metrics {
 			v, ok := s.Median[m.Key]
-			kernel := s.Name == "underlay" || s.Name == "kernel-vxlan"
-			if m.Key == "cpu_s_per_gb" && kernel {
+			if sc, _ := LookupScenario(s.Name); m.Key == "cpu_s_per_gb" && sc.Kernel {
 				if ok {
 					t.Errorf("%s has a CPU figure", s.Name)
 				}

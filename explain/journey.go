@@ -169,32 +169,27 @@ func (j *Journey) innerPacket(ttl uint8, framed bool) ([]byte, error) {
 		}
 		ls = append(ls, &layers.Ethernet{SrcMAC: j.podMAC, DstMAC: j.brMAC, EthernetType: et})
 	}
+	var proto layers.IPProtocol
+	switch {
+	case o.Proto == "icmp" && o.Src.Is4():
+		proto = layers.IPProtocolICMPv4
+	case o.Proto == "icmp":
+		proto = layers.IPProtocolICMPv6
+	case o.Proto == "udp":
+		proto = layers.IPProtocolUDP
+	case o.Proto == "tcp":
+		proto = layers.IPProtocolTCP
+	}
 	var netLayer gopacket.NetworkLayer
 	if o.Src.Is4() {
 		ip := &layers.IPv4{
 			Version: 4, IHL: 5, TTL: ttl, Id: innerIPID, Flags: layers.IPv4DontFragment,
-			SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice(),
-		}
-		switch o.Proto {
-		case "icmp":
-			ip.Protocol = layers.IPProtocolICMPv4
-		case "udp":
-			ip.Protocol = layers.IPProtocolUDP
-		case "tcp":
-			ip.Protocol = layers.IPProtocolTCP
+			Protocol: proto, SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice(),
 		}
 		netLayer = ip
 		ls = append(ls, ip)
 	} else {
-		ip := &layers.IPv6{Version: 6, HopLimit: ttl, SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice()}
-		switch o.Proto {
-		case "icmp":
-			ip.NextHeader = layers.IPProtocolICMPv6
-		case "udp":
-			ip.NextHeader = layers.IPProtocolUDP
-		case "tcp":
-			ip.NextHeader = layers.IPProtocolTCP
-		}
+		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto, SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice()}
 		netLayer = ip
 		ls = append(ls, ip)
 	}

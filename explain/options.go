@@ -167,11 +167,7 @@ func podAddr(flag string, a netip.Addr) (netip.Addr, error) {
 // the bridge's (the first host address), not IPv4's broadcast address.
 func podSubnet(flag string, a netip.Addr, p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
-		bits := 24
-		if a.Is6() {
-			bits = 64
-		}
-		p = netip.PrefixFrom(a, bits).Masked()
+		p = derivedSubnet(a)
 	}
 	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 	if p.Addr().Is4() != a.Is4() {

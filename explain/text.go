@@ -126,19 +126,7 @@ func (j *Journey) step2(p *printer) error {
 	o := j.o
 	p.heading("2. Node A's kernel routes it into the TUN device", '-')
 	p.para("The frame is addressed to the bridge itself, so node A's kernel takes the packet in and forwards it like a router, by its routes:")
-	if o.Src.Is4() {
-		p.code(
-			"nodeA$ ip route",
-			fmt.Sprintf("%s dev vxr0 scope link src %s", o.Network, o.SrcSubnet.Addr()),
-			fmt.Sprintf("%s dev cni0 proto kernel scope link src %s", o.SrcSubnet, j.srcGW),
-		)
-	} else {
-		p.code(
-			"nodeA$ ip -6 route",
-			fmt.Sprintf("%s dev vxr0 metric 1024", o.Network),
-			fmt.Sprintf("%s dev cni0 proto kernel metric 256", o.SrcSubnet),
-		)
-	}
+	j.routes(p, "nodeA", o.SrcSubnet, j.srcGW)
 	p.para("The longest matching prefix wins. %s matches only %s, the whole overlay, which vxrouter routed into its TUN device vxr0 when it started; packets for node A's own pods match the longer %s and stay on the bridge. Forwarding takes one from the %s: %d becomes %d%s.",
 		o.Dst, o.Network, o.SrcSubnet, j.ttl(), podTTL, podTTL-1, map[bool]string{true: ", and the header checksum changes with it", false: ""}[o.Src.Is4()])
 	p.para("A TUN device carries IP packets, not frames: the Ethernet header is gone, and vxrouter's read from vxr0 returns the bare %s packet, %d bytes. Offsets count from its first byte:",
@@ -338,19 +326,7 @@ func (j *Journey) step7(p *printer) error {
 	p.para("The first check is the routing table's (%s is node A's public IP, in the lease for %s); the others are Decap's, in its order, with VNI %d and VTEP MAC %s. For this datagram Decap returns %q and the inner packet as a slice of the received buffer, nothing copied: %d bytes, the same bytes node A read from its vxr0.",
 		o.SrcNode, o.SrcSubnet, o.VNI, o.DstMAC, j.decap.String(), len(j.frames.Delivered))
 	p.para("vxrouter writes them into node B's vxr0, and node B's kernel routes the packet like any other it receives:")
-	if o.Src.Is4() {
-		p.code(
-			"nodeB$ ip route",
-			fmt.Sprintf("%s dev vxr0 scope link src %s", o.Network, o.DstSubnet.Addr()),
-			fmt.Sprintf("%s dev cni0 proto kernel scope link src %s", o.DstSubnet, j.dstGW),
-		)
-	} else {
-		p.code(
-			"nodeB$ ip -6 route",
-			fmt.Sprintf("%s dev vxr0 metric 1024", o.Network),
-			fmt.Sprintf("%s dev cni0 proto kernel metric 256", o.DstSubnet),
-		)
-	}
+	j.routes(p, "nodeB", o.DstSubnet, j.dstGW)
 	p.para("%s matches %s: out through the bridge cni0 (%s %d becomes %d) and the veth to the pod's eth0.",
 		o.Dst, o.DstSubnet, j.ttl(), podTTL-1, podTTL-2)
 	reply := "The pod's echo reply"
@@ -420,6 +396,27 @@ func (j *Journey) flags() []string {
 	return f
 }
 
+// routes shows node's routing table, as `ip route` prints it: the
+// overlay into vxr0, the node's own pod subnet (bridge address gw) on
+// cni0.
+func (j *Journey) routes(p *printer, node string, subnet netip.Prefix, gw netip.Addr) {
+	if j.o.Src.Is4() {
+		p.code(
+			node+"$ ip route",
+			fmt.Sprintf("%s dev vxr0 scope link src %s", j.o.Network, subnet.Addr()),
+			fmt.Sprintf("%s dev cni0 proto kernel scope link src %s", subnet, gw),
+		)
+		return
+	}
+	p.code(
+		node+"$ ip -6 route",
+		fmt.Sprintf("%s dev vxr0 metric 1024", j.o.Network),
+		fmt.Sprintf("%s dev cni0 proto kernel metric 256", subnet),
+	)
+}
+
+// derivedSubnet is the node subnet assumed for pod address a when none is
+// given: its /24 (IPv4) or /64 (IPv6).
 func derivedSubnet(a netip.Addr) netip.Prefix {
 	bits := 24
 	if a.Is6() {

@@ -33,8 +33,7 @@ type Host struct {
 
 // podSubnet tracks the addresses handed out in one subnet on cni0.
 type podSubnet struct {
-	gateway netip.Addr
-	used    map[netip.Addr]bool
+	used map[netip.Addr]bool
 }
 
 // AddHost adds a host: namespace <prefix>-<name>, a veth pair from its
@@ -73,11 +72,7 @@ func (l *Lab) AddHost(name string) (*Host, error) {
 	if err := h.build(); err != nil {
 		// Deleting the namespace takes the half-built host with it (the
 		// veth pair dies with either end).
-		_, derr := l.r.run(context.Background(), "ip", "netns", "del", h.NS)
-		if derr != nil && !nsExists(h.NS) {
-			derr = nil
-		}
-		return nil, errors.Join(fmt.Errorf("add host %q: %w", name, err), derr)
+		return nil, errors.Join(fmt.Errorf("add host %q: %w", name, err), l.delNS(h.NS))
 	}
 	l.hosts = append(l.hosts, h)
 	return h, nil
@@ -87,12 +82,7 @@ func (h *Host) build() error {
 	l := h.lab
 	mtu := strconv.Itoa(l.opts.MTU)
 	peer := "v-" + h.Name // in the underlay namespace
-	plen := strconv.Itoa(l.opts.Underlay.Bits())
-	addCmd := []string{"ip", "-n", h.NS, "addr", "add", h.Underlay.String() + "/" + plen, "dev", UnderlayDev}
-	if h.Underlay.Is6() {
-		// Without nodad the address is unusable for a second or two.
-		addCmd = append(addCmd, "nodad")
-	}
+	addCmd := addrAdd(h.NS, h.Underlay, l.opts.Underlay.Bits(), UnderlayDev)
 	return l.r.all(
 		[]string{"ip", "netns", "add", h.NS},
 		// Before any interface exists, so that every one made later
@@ -152,7 +142,7 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // Run runs name in the host's namespace and returns its combined output.
 // The error names the command and includes the output.
 func (h *Host) Run(ctx context.Context, name string, args ...string) (string, error) {
-	return h.lab.r.run(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return h.lab.r.runIn(ctx, h.NS, name, args...)
 }
 
 // Ping pings dst from the host; see Pod.Ping.
@@ -165,6 +155,23 @@ func (h *Host) Ping(ctx context.Context, dst netip.Addr, count int) (PingResult,
 // starts run outside it; a socket keeps its namespace wherever it is used.
 func (h *Host) Do(fn func() error) error {
 	return doInNamespace(h.NS, fn)
+}
+
+// delNS deletes namespace ns, taking everything in it along (a veth
+// pair dies with either end); a namespace that is already gone is no
+// error.
+func (l *Lab) delNS(ns string) error {
+	_, err := l.r.run(context.Background(), "ip", "netns", "del", ns)
+	if err != nil && !nsExists(ns) {
+		return nil
+	}
+	return err
+}
+
+// runIn runs name in namespace ns and returns its combined output; the
+// error names the command and includes the output.
+func (r *runner) runIn(ctx context.Context, ns, name string, args ...string) (string, error) {
+	return r.run(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
 func command(ctx context.Context, r *runner, ns, name string, args ...string) *exec.Cmd {

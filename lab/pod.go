@@ -92,7 +92,7 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		if err := l.r.all(addrAdd(h.NS, gw, c.Subnet.Bits(), PodBridge)); err != nil {
 			return nil, fmt.Errorf("add pod %q on %s: %w", name, h.Name, err)
 		}
-		sn = &podSubnet{gateway: gw, used: map[netip.Addr]bool{gw: true}}
+		sn = &podSubnet{used: map[netip.Addr]bool{gw: true}}
 		h.subnets[c.Subnet] = sn
 	}
 	addr, err := sn.pick(c.Subnet, c.Addr)
@@ -128,11 +128,7 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		route,
 	)
 	if err != nil {
-		_, derr := l.r.run(context.Background(), "ip", "netns", "del", p.NS)
-		if derr != nil && !nsExists(p.NS) {
-			derr = nil
-		}
-		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), derr)
+		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), l.delNS(p.NS))
 	}
 	sn.used[addr] = true
 	h.pods = append(h.pods, p)
@@ -183,6 +179,9 @@ func lastHostAddr(p netip.Prefix) (netip.Addr, error) {
 	return a, nil
 }
 
+// addrAdd is the ip command that adds a/bits to dev in ns. IPv6 skips
+// duplicate address detection: without it the address is unusable for a
+// second or two.
 func addrAdd(ns string, a netip.Addr, bits int, dev string) []string {
 	c := []string{"ip", "-n", ns, "addr", "add", a.String() + "/" + strconv.Itoa(bits), "dev", dev}
 	if a.Is6() {
@@ -199,7 +198,7 @@ func (p *Pod) Command(ctx context.Context, name string, args ...string) *exec.Cm
 
 // Run runs name in the pod's namespace and returns its combined output.
 func (p *Pod) Run(ctx context.Context, name string, args ...string) (string, error) {
-	return p.Host.lab.r.run(ctx, "ip", append([]string{"netns", "exec", p.NS, name}, args...)...)
+	return p.Host.lab.r.runIn(ctx, p.NS, name, args...)
 }
 
 // Ping sends count ICMP echo requests from the pod to dst, 200 ms apart,

@@ -41,7 +41,7 @@ func TestHostAddr(t *testing.T) {
 func TestPick(t *testing.T) {
 	subnet := netip.MustParsePrefix("172.16.99.0/29") // .1 gateway, .2-.6 pods, .7 broadcast
 	gw := netip.MustParseAddr("172.16.99.1")
-	sn := &podSubnet{gateway: gw, used: map[netip.Addr]bool{gw: true}}
+	sn := &podSubnet{used: map[netip.Addr]bool{gw: true}}
 	take := func(want string) netip.Addr {
 		t.Helper()
 		var w netip.Addr

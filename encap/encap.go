@@ -39,7 +39,6 @@ const (
 	offFlags     = 0
 	offVNI       = 4
 	offDstMAC    = VXLANLen
-	offSrcMAC    = VXLANLen + 6
 	offEtherType = VXLANLen + 12
 )
 

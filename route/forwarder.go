@@ -203,15 +203,25 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 		f.TxPackets.Add(uint64(sent))
 		f.TxBytes.Add(bytes)
 		if err != nil {
-			if closed(err) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("underlay: %w: %w", errGone, err)
+			if stop, err := f.writeFailed(ctx, "underlay", err, len(out)-sent, &f.SendErrors); stop {
+				return err
 			}
-			f.SendErrors.Add(uint64(len(out) - sent))
 		}
 	}
+}
+
+// writeFailed decides what a failed write means: shutdown (stop quietly),
+// the device or socket closed under us (stop with an error), or refused
+// packets (count them in c, go on).
+func (f *Forwarder) writeFailed(ctx context.Context, side string, err error, refused int, c *atomic.Uint64) (stop bool, _ error) {
+	if !closed(err) {
+		c.Add(uint64(refused))
+		return false, nil
+	}
+	if ctx.Err() != nil {
+		return true, nil
+	}
+	return true, fmt.Errorf("%s: %w: %w", side, errGone, err)
 }
 
 // tunDropped counts packets the TUN device dropped on read, and says so
@@ -243,7 +253,7 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 			continue
 		}
 		p := last
-		if dst != lastDst || last == nil {
+		if dst != lastDst {
 			p = f.table.Lookup(dst)
 			lastDst, last = dst, p
 		}
@@ -334,13 +344,9 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		f.RxBytes.Add(bytes)
 		f.RxPackets.Add(uint64(written))
 		if err != nil {
-			if closed(err) {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("tun: %w: %w", errGone, err)
+			if stop, err := f.writeFailed(ctx, "tun", err, len(out)-written, &f.WriteErrors); stop {
+				return err
 			}
-			f.WriteErrors.Add(uint64(len(out) - written))
 		}
 	}
 }

@@ -29,9 +29,6 @@ const (
 	// maxCoalescedHdr is the largest header of a coalesced packet: IPv6
 	// and a TCP header with 40 bytes of options.
 	maxCoalescedHdr = 40 + 60
-	// maxUSOSegments bounds the datagrams of one UDP GSO packet: the
-	// kernel's UDP_MAX_SEGMENTS (64; newer kernels allow 128).
-	maxUSOSegments = 64
 )
 
 // Segment kinds: which runs a packet can be part of.
@@ -399,7 +396,7 @@ func joins(f, p, q *groSeg, count, total int) bool {
 		return false
 	}
 	if f.kind == segUDP4 || f.kind == segUDP6 {
-		return count < maxUSOSegments
+		return count < maxGSOSegments
 	}
 	// Ack, data offset, flags (PSH aside, parseSeg allows no others),
 	// window, urgent pointer, options; then the sequence number.

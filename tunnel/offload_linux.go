@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -257,45 +256,4 @@ func (d *offloadDevice) Close() error {
 		return fmt.Errorf("close tun %q queue %d: %w", d.name, d.queue, err)
 	}
 	return nil
-}
-
-// mtuQuery asks the kernel for a device's MTU through a datagram socket
-// made in the device's namespace.
-type mtuQuery struct {
-	name string
-	mu   sync.Mutex
-	fd   int // -1 once closed
-}
-
-func newMTUQuery(name string) (*mtuQuery, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open tun %q: control socket: %w", name, os.NewSyscallError("socket", err))
-	}
-	return &mtuQuery{name: name, fd: fd}, nil
-}
-
-func (q *mtuQuery) get() (int, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.fd < 0 {
-		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, ErrClosed)
-	}
-	ifr, err := unix.NewIfreq(q.name)
-	if err != nil {
-		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, err)
-	}
-	if err := unix.IoctlIfreq(q.fd, unix.SIOCGIFMTU, ifr); err != nil {
-		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, os.NewSyscallError("ioctl SIOCGIFMTU", err))
-	}
-	return int(ifr.Uint32()), nil
-}
-
-func (q *mtuQuery) close() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.fd >= 0 {
-		unix.Close(q.fd)
-		q.fd = -1
-	}
 }

@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"fmt"
+	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -9,7 +11,7 @@ import (
 )
 
 // What the devices' read and write paths (split_linux.go, gro_linux.go,
-// water_linux.go) and the UDP socket (udp_linux.go) share.
+// water_linux.go), both devices and the UDP socket (udp_linux.go) share.
 
 // virtio-net header fields (include/uapi/linux/virtio_net.h), and the
 // IP and TCP header bits the offload device's paths read or set.
@@ -59,4 +61,48 @@ func tunError(op, name string, err error, gone bool) error {
 		return fmt.Errorf("%s tun %q: %w (%w)", op, name, ErrClosed, err)
 	}
 	return fmt.Errorf("%s tun %q: %w", op, name, err)
+}
+
+// mtuQuery asks the kernel for a device's MTU through a datagram socket
+// made in the device's namespace. A socket stays in the namespace it was
+// created in, so the query is about the right device even from a
+// goroutine whose thread sits in another namespace (as in tests that
+// create the device inside one).
+type mtuQuery struct {
+	name string
+	mu   sync.Mutex
+	fd   int // -1 once closed
+}
+
+func newMTUQuery(name string) (*mtuQuery, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open tun %q: control socket: %w", name, os.NewSyscallError("socket", err))
+	}
+	return &mtuQuery{name: name, fd: fd}, nil
+}
+
+func (q *mtuQuery) get() (int, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd < 0 {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, ErrClosed)
+	}
+	ifr, err := unix.NewIfreq(q.name)
+	if err != nil {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, err)
+	}
+	if err := unix.IoctlIfreq(q.fd, unix.SIOCGIFMTU, ifr); err != nil {
+		return 0, fmt.Errorf("mtu of tun %q: %w", q.name, os.NewSyscallError("ioctl SIOCGIFMTU", err))
+	}
+	return int(ifr.Uint32()), nil
+}
+
+func (q *mtuQuery) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.fd >= 0 {
+		unix.Close(q.fd)
+		q.fd = -1
+	}
 }

@@ -29,7 +29,8 @@ const (
 	// maxGSOBytes bounds the payload of one GSO send: an IPv4 packet
 	// (20-byte header, 8-byte UDP header) holds no more.
 	maxGSOBytes = 65535 - 20 - 8
-	// maxGSOSegments bounds the datagrams of one GSO send: the kernel's
+	// maxGSOSegments bounds the datagrams of one UDP GSO packet, sent on
+	// the socket or written to the TUN device: the kernel's
 	// UDP_MAX_SEGMENTS, 64 on every kernel that has UDP_SEGMENT (later
 	// ones allow 128).
 	maxGSOSegments = 64
@@ -448,16 +449,21 @@ func (u *UDP) Read(bufs [][]byte, sizes []int, from []netip.AddrPort) (int, erro
 
 // point makes message i of a recvmmsg without GRO receive into b.
 func (r *reader) point(i int, b []byte) {
-	if len(b) > 0 {
-		r.iovs[i].Base = &b[0]
-	} else {
-		r.iovs[i].Base = nil
-	}
-	r.iovs[i].SetLen(len(b))
-	// The kernel overwrites these with what it received.
+	r.iovs[i] = iovec(b)
+	r.reset(i)
+}
+
+// reset readies message i's header for the kernel, which overwrites
+// these with what it received.
+func (r *reader) reset(i int) {
 	r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 	r.hdrs[i].Hdr.Flags = 0
 	r.hdrs[i].Len = 0
+}
+
+// sender is the address message i came from.
+func (r *reader) sender(i int) netip.AddrPort {
+	return sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
 }
 
 // recvPlain runs one recvmmsg of vlen messages set up by point, and puts
@@ -469,7 +475,7 @@ func (u *UDP) recvPlain(vlen int, from []netip.AddrPort) error {
 		return err
 	}
 	for i := range r.n {
-		from[i] = sockaddrAddrPort(r.names[i][:min(int(r.hdrs[i].Hdr.Namelen), len(r.names[i]))])
+		from[i] = r.sender(i)
 	}
 	return nil
 }
@@ -535,12 +541,9 @@ func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort, views b
 	}
 	if r.next >= r.n {
 		for i := range groMessages {
-			h := &r.hdrs[i]
-			h.Hdr.Namelen = unix.SizeofSockaddrInet6
-			h.Hdr.Control = (*byte)(unsafe.Pointer(&r.ctrl[i][0]))
-			h.Hdr.SetControllen(int(unsafe.Sizeof(r.ctrl[i])))
-			h.Hdr.Flags = 0
-			h.Len = 0
+			r.reset(i)
+			r.hdrs[i].Hdr.Control = (*byte)(unsafe.Pointer(&r.ctrl[i][0]))
+			r.hdrs[i].Hdr.SetControllen(int(unsafe.Sizeof(r.ctrl[i])))
 		}
 		r.vlen = groMessages
 		r.next, r.off, r.n = 0, 0, 0
@@ -554,7 +557,7 @@ func (u *UDP) readGRO(bufs [][]byte, sizes []int, from []netip.AddrPort, views b
 				r.seg[i] = s
 				r.coalesced++
 			}
-			r.from[i] = sockaddrAddrPort(r.names[i][:min(int(h.Hdr.Namelen), len(r.names[i]))])
+			r.from[i] = r.sender(i)
 		}
 	}
 	k := 0

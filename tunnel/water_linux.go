@@ -15,14 +15,7 @@ import (
 type waterDevice struct {
 	ifce *water.Interface
 	name string
-
-	// ctl is a datagram socket opened next to the device, used only for
-	// SIOCGIFMTU. A socket stays in the network namespace it was created
-	// in, so MTU asks about the right device even when called from a
-	// goroutine whose thread sits in another namespace (as in tests that
-	// create the device inside one). -1 once closed.
-	ctlMu sync.Mutex
-	ctl   int
+	mtu  *mtuQuery
 
 	closeOnce sync.Once
 }
@@ -39,19 +32,19 @@ func OpenWater(name string) (Device, error) {
 		// kernel refuses the name.
 		return nil, fmt.Errorf("open tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
 	}
-	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open tun %q: control socket: %w", name, os.NewSyscallError("socket", err))
-	}
 	ifce, err := water.New(water.Config{
 		DeviceType:             water.TUN,
 		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
 	})
 	if err != nil {
-		unix.Close(ctl)
 		return nil, fmt.Errorf("open tun %q: %w", name, err)
 	}
-	return &waterDevice{ifce: ifce, name: ifce.Name(), ctl: ctl}, nil
+	mtu, err := newMTUQuery(ifce.Name())
+	if err != nil {
+		ifce.Close()
+		return nil, err
+	}
+	return &waterDevice{ifce: ifce, name: ifce.Name(), mtu: mtu}, nil
 }
 
 // Read reads one packet into bufs[0][offset:].
@@ -109,22 +102,9 @@ func (d *waterDevice) fail(op string, err error) error {
 // BatchSize is 1: water reads one packet per syscall.
 func (d *waterDevice) BatchSize() int { return 1 }
 
-// MTU asks the kernel with SIOCGIFMTU.
-func (d *waterDevice) MTU() (int, error) {
-	d.ctlMu.Lock()
-	defer d.ctlMu.Unlock()
-	if d.ctl < 0 {
-		return 0, fmt.Errorf("mtu of tun %q: %w", d.name, ErrClosed)
-	}
-	ifr, err := unix.NewIfreq(d.name)
-	if err != nil {
-		return 0, fmt.Errorf("mtu of tun %q: %w", d.name, err)
-	}
-	if err := unix.IoctlIfreq(d.ctl, unix.SIOCGIFMTU, ifr); err != nil {
-		return 0, fmt.Errorf("mtu of tun %q: %w", d.name, os.NewSyscallError("ioctl SIOCGIFMTU", err))
-	}
-	return int(ifr.Uint32()), nil
-}
+// MTU asks the kernel through a socket opened next to the device, so it
+// works from any goroutine, whatever namespace its thread is in.
+func (d *waterDevice) MTU() (int, error) { return d.mtu.get() }
 
 // Name is the name the kernel gave the device.
 func (d *waterDevice) Name() string { return d.name }
@@ -134,10 +114,7 @@ func (d *waterDevice) Name() string { return d.name }
 func (d *waterDevice) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
-		d.ctlMu.Lock()
-		unix.Close(d.ctl)
-		d.ctl = -1
-		d.ctlMu.Unlock()
+		d.mtu.close()
 		if cerr := d.ifce.Close(); cerr != nil {
 			err = fmt.Errorf("close tun %q: %w", d.name, cerr)
 		}

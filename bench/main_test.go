@@ -3,10 +3,10 @@ package bench
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"os/exec"
 	"strings"
 	"testing"
 	"vxrouter/internal/testbin"
+	"vxrouter/lab"
 )
 
 // vxrBinary is the vxrouter built for these tests, or "" when not root.
@@ -28,11 +28,8 @@ func testPrefix(t *testing.T) string {
 	rand.Read(b)
 	prefix := "vxbt" + hex.EncodeToString(b)
 	t.Cleanup(func() {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, f := range strings.Fields(string(out)) {
-			if strings.HasPrefix(f, prefix+"-") {
-				t.Errorf("namespace %s left behind", f)
-			}
+		if nss, err := lab.Namespaces(prefix); err != nil || len(nss) > 0 {
+			t.Errorf("namespaces left behind: %v %v", nss, err)
 		}
 	})
 	return prefix

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"vxrouter/lab"
 )
 
 // TestDemo runs `vxrouter demo` as a user would: it must ping across, exit
@@ -22,12 +23,9 @@ func TestDemo(t *testing.T) {
 		exec.Command(binary, "demo", "--down", "--prefix", prefix).Run()
 	})
 	namespaces := func() string {
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		var ours []string
-		for _, f := range strings.Fields(string(out)) {
-			if strings.HasPrefix(f, prefix+"-") {
-				ours = append(ours, f)
-			}
+		ours, err := lab.Namespaces(prefix)
+		if err != nil {
+			t.Fatal(err)
 		}
 		return strings.Join(ours, " ")
 	}
@@ -116,8 +114,8 @@ func TestDemoInterrupted(t *testing.T) {
 	if !strings.Contains(stderr.String(), "interrupted") {
 		t.Errorf("demo does not say it was interrupted: %q", stderr.String())
 	}
-	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), prefix+"-") {
-		t.Errorf("interrupted demo left namespaces:\n%s", out)
+	if nss, err := lab.Namespaces(prefix); err != nil || len(nss) > 0 {
+		t.Errorf("interrupted demo left namespaces: %v %v", nss, err)
 	}
 	dir := filepath.Join(os.TempDir(), "vxrouter-demo-"+prefix)
 	if _, err := os.Stat(dir); err == nil {

@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 	"vxrouter/internal/testbin"
@@ -97,9 +95,8 @@ func newOverlay(t *testing.T, configJSON string) *overlay {
 		if err := o.lab.Close(); err != nil {
 			t.Errorf("lab close: %v", err)
 		}
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		if containsPrefix(string(out), o.prefix) {
-			t.Errorf("namespaces left behind:\n%s", out)
+		if nss, err := lab.Namespaces(o.prefix); err != nil || len(nss) > 0 {
+			t.Errorf("namespaces left behind: %v %v", nss, err)
 		}
 	})
 	return o
@@ -188,15 +185,6 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func containsPrefix(list, prefix string) bool {
-	for _, f := range strings.Fields(list) {
-		if strings.HasPrefix(f, prefix+"-") {
-			return true
-		}
-	}
-	return false
 }
 
 // testWriter sends log lines to t.Log.

@@ -216,6 +216,13 @@ func cleanup(r *runner, prefix string) error {
 	return errors.Join(errs...)
 }
 
+// Namespaces returns the network namespaces named prefix-*: what a lab
+// with that prefix made and has not removed (tests check that none is
+// left).
+func Namespaces(prefix string) ([]string, error) {
+	return listNamespaces(&runner{log: discard()}, prefix)
+}
+
 // listNamespaces returns the namespaces named prefix-*.
 func listNamespaces(r *runner, prefix string) ([]string, error) {
 	out, err := r.run(context.Background(), "ip", "netns", "list")

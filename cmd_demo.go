@@ -387,16 +387,10 @@ func indent(w io.Writer, prefix, text string) {
 // pingUntilUp waits until one echo is answered (nodes learn each other's
 // leases within moments of starting), then pings three times for the record.
 func pingUntilUp(ctx context.Context, pod *lab.Pod, dst netip.Addr) (lab.PingResult, error) {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		res, err := pod.Ping(ctx, dst, 1)
-		if err == nil && res.Received == 1 {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return res, fmt.Errorf("no reply within 15s: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := pod.WaitReachable(ctx, dst, 15*time.Second); err != nil {
+		// Its first line says it; the ping output after it is for logs.
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		return lab.PingResult{}, errors.New(msg)
 	}
 	return pod.Ping(ctx, dst, 3)
 }

@@ -211,25 +211,7 @@ func addPods(ctx context.Context, t *Topology, h1, h2 *lab.Host, sa, sb netip.Pr
 	if t.Server, err = h2.AddPod("pb", sb); err != nil {
 		return err
 	}
-	return waitReachable(ctx, t.Client, t.Server.Addr)
-}
-
-// waitReachable pings until one echo comes back.
-func waitReachable(ctx context.Context, from *lab.Pod, to netip.Addr) error {
-	deadline := time.Now().Add(reachTimeout)
-	for {
-		res, err := from.Ping(ctx, to, 1)
-		if err == nil && res.Received == 1 {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s cannot reach %s after %s: %v", from.NS, to, reachTimeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return t.Client.WaitReachable(ctx, t.Server.Addr, reachTimeout)
 }
 
 // buildUnderlay routes each host's pod subnet to the other host's

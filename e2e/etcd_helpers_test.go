@@ -131,16 +131,8 @@ func knows(ctx context.Context, n *lab.Node, subnet netip.Prefix) (bool, error) 
 // reach is mustPing for goroutines: it waits up to 20s for a first
 // answer, then wants 3 of 3.
 func reach(ctx context.Context, from, to *lab.Pod) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := from.Ping(ctx, to.Addr, 1)
-		if err == nil && res.Received == 1 {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s (%s) never reached %s (%s): %v\n%s", from.NS, from.Addr, to.NS, to.Addr, err, res.Output)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := from.WaitReachable(ctx, to.Addr, 20*time.Second); err != nil {
+		return err
 	}
 	if res, err := from.Ping(ctx, to.Addr, 3); err != nil {
 		return fmt.Errorf("%s -> %s: %d/3 replies: %w\n%s", from.Addr, to.Addr, res.Received, err, res.Output)

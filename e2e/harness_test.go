@@ -163,16 +163,8 @@ func (o *overlay) pod(h *lab.Host, subnet netip.Prefix) *lab.Pod {
 // (a node learns a new peer within moments), then wants 3 of 3.
 func (o *overlay) mustPing(from, to *lab.Pod) {
 	o.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := from.Ping(o.ctx, to.Addr, 1)
-		if err == nil && res.Received == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			o.t.Fatalf("%s (%s) never reached %s (%s): %v\n%s", from.NS, from.Addr, to.NS, to.Addr, err, res.Output)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := from.WaitReachable(o.ctx, to.Addr, 20*time.Second); err != nil {
+		o.t.Fatal(err)
 	}
 	res, err := from.Ping(o.ctx, to.Addr, 3)
 	if err != nil || res.Received != 3 {

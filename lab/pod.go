@@ -201,6 +201,24 @@ func (p *Pod) Run(ctx context.Context, name string, args ...string) (string, err
 	return p.Host.lab.r.runIn(ctx, p.NS, name, args...)
 }
 
+// WaitReachable pings dst from the pod, one echo at a time, until one is
+// answered (a node learns a new peer within moments of its lease), for
+// up to timeout. The error names both ends and carries the last ping's
+// output.
+func (p *Pod) WaitReachable(ctx context.Context, dst netip.Addr, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		res, err := p.Ping(ctx, dst, 1)
+		if err == nil && res.Received == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s (%s) never reached %s within %s: %v\n%s", p.NS, p.Addr, dst, timeout, err, res.Output)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // Ping sends count ICMP echo requests from the pod to dst, 200 ms apart,
 // each waiting up to a second for its reply, with the program's own ICMP
 // socket opened in the pod's namespace (no ping binary needed). The error is nil

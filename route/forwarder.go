@@ -245,11 +245,13 @@ func (f *Forwarder) tunDropped(dev string, n uint64) {
 func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort) ([][]byte, []netip.AddrPort) {
 	var lastDst netip.Addr
 	var last *Peer
+	var d drops
+	defer d.flush(&f.Encap, &f.NoRoute)
 	for i, buf := range bufs {
 		pkt := buf[Headroom : Headroom+sizes[i]]
 		dst, r := destination(pkt)
 		if r != encap.OK {
-			f.Encap[r].Add(1)
+			d.reasons[r]++
 			continue
 		}
 		p := last
@@ -258,18 +260,38 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 			lastDst, last = dst, p
 		}
 		if p == nil {
-			f.NoRoute.Add(1)
+			d.other++
 			continue
 		}
 		frame, r := p.Header.Encap(buf, Headroom, sizes[i])
 		if r != encap.OK {
-			f.Encap[r].Add(1)
+			d.reasons[r]++
 			continue
 		}
 		out = append(out, frame)
 		to = append(to, p.Addr)
 	}
 	return out, to
+}
+
+// drops tallies one batch's dropped packets, by encap reason and one other
+// cause (no route, unknown sender), and adds them to the shared counters
+// once per batch: a flood of bad packets then costs no atomic add per
+// packet on counters that every queue's loops share.
+type drops struct {
+	reasons [encap.NumReasons]uint32
+	other   uint32
+}
+
+func (d *drops) flush(reasons *[encap.NumReasons]atomic.Uint64, other *atomic.Uint64) {
+	for r, n := range d.reasons {
+		if n > 0 {
+			reasons[r].Add(uint64(n))
+		}
+	}
+	if d.other > 0 {
+		other.Add(uint64(d.other))
+	}
 }
 
 // destination reads an IP packet's destination address.
@@ -361,17 +383,19 @@ func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort
 	tap := f.tap.Load()
 	var lastFrom netip.Addr
 	known := false
+	var d drops
+	defer d.flush(&f.Decap, &f.UnknownSender)
 	for i, buf := range bufs {
 		if a := from[i].Addr(); a != lastFrom || !lastFrom.IsValid() {
 			lastFrom, known = a, f.table.KnownSender(a)
 		}
 		if !known {
-			f.UnknownSender.Add(1)
+			d.other++
 			continue
 		}
 		inner, r := f.dec.Decap(buf[:sizes[i]])
 		if r != encap.OK {
-			f.Decap[r].Add(1)
+			d.reasons[r]++
 			continue
 		}
 		if tap != nil {

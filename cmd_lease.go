@@ -480,16 +480,5 @@ func errWriter(c *cli.Context) io.Writer {
 // level is the first --log-level set, after the command or before it, or
 // warn.
 func leaseLogger(c *cli.Context) (*slog.Logger, error) {
-	level := slog.LevelWarn
-	for _, cc := range c.Lineage() {
-		if !cc.IsSet("log-level") {
-			continue
-		}
-		s := cc.String("log-level")
-		if err := level.UnmarshalText([]byte(strings.ToLower(s))); err != nil {
-			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
-		}
-		break
-	}
-	return slog.New(slog.NewTextHandler(errWriter(c), &slog.HandlerOptions{Level: level})), nil
+	return cmdLogger(c, errWriter(c), slog.LevelWarn)
 }

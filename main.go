@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -58,12 +59,28 @@ func logLevelFlag() cli.Flag {
 	}
 }
 
-// newLogger returns the logger every command uses, at the level the global
-// --log-level flag asks for.
+// newLogger returns the logger every command uses, writing to stderr at
+// the level --log-level asks for, or info.
 func newLogger(c *cli.Context) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(strings.ToLower(c.String("log-level")))); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	return cmdLogger(c, os.Stderr, slog.LevelInfo)
+}
+
+// cmdLogger returns a logger writing to w at the level of the first
+// --log-level set (or in the environment) from the command outwards, so
+// one given after the command wins over one given before it, and one
+// given before it counts; def where none is. (c.String alone would answer
+// with the command's own default and never look before the command.)
+func cmdLogger(c *cli.Context, w io.Writer, def slog.Level) (*slog.Logger, error) {
+	level := def
+	for _, cc := range c.Lineage() {
+		if !cc.IsSet("log-level") {
+			continue
+		}
+		s := cc.String("log-level")
+		if err := level.UnmarshalText([]byte(strings.ToLower(s))); err != nil {
+			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+		}
+		break
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
 }

@@ -40,7 +40,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the admin endpoint on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
 			&cli.StringFlag{Name: "capture", Usage: "write what the node sends to and accepts from peers to this pcap file (tshark -r FILE -d udp.port==8472,vxlan)", EnvVars: []string{"VXROUTER_CAPTURE"}},
-			&cli.Int64Flag{Name: "capture-limit", Value: 64 << 20, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
+			&cli.Int64Flag{Name: "capture-limit", Value: node.DefaultCaptureLimit, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
 			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
 		}, etcdFlags()...),
@@ -82,8 +82,12 @@ func runCommand() *cli.Command {
 
 // nodeConfig turns run's flags into a node.Config, checking each.
 func nodeConfig(c *cli.Context) (node.Config, error) {
+	prefix, err := etcdPrefix(c)
+	if err != nil {
+		return node.Config{}, err
+	}
 	cfg := node.Config{
-		EtcdPrefix: c.String("etcd-prefix"),
+		EtcdPrefix: prefix,
 		Iface:      c.String("iface"),
 		SubnetFile: c.String("subnet-file"),
 		StateDir:   c.String("state-dir"),
@@ -110,10 +114,6 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		}
 		cfg.PublicIP = ip
 	}
-	if !strings.HasPrefix(cfg.EtcdPrefix, "/") {
-		return cfg, fmt.Errorf("--etcd-prefix %q: must start with /", cfg.EtcdPrefix)
-	}
-	cfg.EtcdPrefix = strings.TrimRight(cfg.EtcdPrefix, "/")
 	if cfg.CaptureLimit <= 0 {
 		return cfg, fmt.Errorf("--capture-limit %d: must be positive", cfg.CaptureLimit)
 	}

@@ -177,8 +177,10 @@ func TestAcquirePrevious(t *testing.T) {
 		t.Fatalf("Acquire with a taken previous = %v, %v", l2, err)
 	}
 	// A previous that does not fit the config is ignored.
-	for _, p := range []string{"10.6.1.0/24", "10.5.0.0/24", "10.5.3.0/25", "10.5.3.128/25"} {
-		l, err := r.Acquire(ctx, cfg, nodeAttrs(10+len(p)), netip.MustParsePrefix(p), time.Hour)
+	for i, p := range []string{"10.6.1.0/24", "10.5.0.0/24", "10.5.3.0/25", "10.5.3.128/25"} {
+		// A node of its own each: one that holds a lease gets it back,
+		// whatever previous says.
+		l, err := r.Acquire(ctx, cfg, nodeAttrs(10+i), netip.MustParsePrefix(p), time.Hour)
 		if err != nil || l.Subnet.String() == p || !cfg.Contains(l.Subnet) {
 			t.Fatalf("Acquire with unfit previous %s = %v, %v", p, l, err)
 		}

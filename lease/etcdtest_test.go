@@ -33,7 +33,6 @@ type testMember struct {
 	name      string
 	etcd      *embed.Etcd
 	clientURL string
-	peerURL   string
 	level     zap.AtomicLevel
 	closed    bool
 }
@@ -104,7 +103,7 @@ func startMemberAsync(t *testing.T, mc memberConfig) *testMember {
 	if err != nil {
 		t.Fatalf("start etcd member %s: %v", mc.name, err)
 	}
-	m := &testMember{name: mc.name, etcd: e, clientURL: mc.clientURL.String(), peerURL: mc.peerURL.String(), level: level}
+	m := &testMember{name: mc.name, etcd: e, clientURL: mc.clientURL.String(), level: level}
 	t.Cleanup(m.stop)
 	return m
 }

@@ -70,7 +70,7 @@ func (n *Node) adminHandler(control bool) http.Handler {
 			http.Error(w, "capture: say where, with ?file=/path/to.pcap (and &limit=BYTES)", http.StatusBadRequest)
 			return
 		}
-		limit := int64(64 << 20)
+		limit := int64(DefaultCaptureLimit)
 		if s := r.URL.Query().Get("limit"); s != "" {
 			v, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || v <= 0 {

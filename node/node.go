@@ -141,9 +141,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return nil, fmt.Errorf("read overlay config from etcd %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
 	}
-	if n.overlay.Network.Addr().Is6() {
-		return nil, fmt.Errorf("overlay network %s is IPv6: vxrouter leases IPv4 overlays", n.overlay.Network)
-	}
 
 	n.mtu = n.overlay.Backend.MTU
 	if n.mtu == 0 {
@@ -229,7 +226,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Capture != "" {
 		limit := cfg.CaptureLimit
 		if limit == 0 {
-			limit = 64 << 20
+			limit = DefaultCaptureLimit
 		}
 		if err := n.StartCapture(cfg.Capture, limit); err != nil {
 			closeAll()
@@ -365,3 +362,7 @@ const (
 	DefaultSubnetFile = "/run/flannel/subnet.env"
 	DefaultTunName    = "vxr0"
 )
+
+// DefaultCaptureLimit is where a capture stops writing when nobody says
+// (--capture-limit, the admin endpoint's &limit=).
+const DefaultCaptureLimit = 64 << 20

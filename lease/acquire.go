@@ -73,6 +73,7 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, val
 	}
 
 	// 1. Our own key. Reservations first: they are an operator's choice.
+	var deleted []string // our keys deleted below; they no longer take a subnet
 	for _, wantReservation := range []bool{true, false} {
 		for i := range entries {
 			e := &entries[i]
@@ -87,17 +88,13 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, val
 				continue
 			}
 			r.log.Info("deleting our lease that the config no longer contains", "key", e.key, "network", cfg.Network, "subnetLen", cfg.SubnetLen)
-			resp, err := r.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)).
-				Then(clientv3.OpDelete(e.key)).Commit()
-			if err != nil {
-				return nil, fmt.Errorf("delete %s: %w", e.key, err)
+			if err := r.deleteLeased(ctx, e); err != nil {
+				return nil, err
 			}
-			if !resp.Succeeded {
-				return nil, fmt.Errorf("delete %s: %w", e.key, errRace)
-			}
+			deleted = append(deleted, e.key)
 		}
 	}
+	entries = slices.DeleteFunc(entries, func(e entry) bool { return slices.Contains(deleted, e.key) })
 
 	taken := takenIndexes(cfg, entries)
 
@@ -138,44 +135,65 @@ func (r *Registry) refresh(ctx context.Context, e *entry, attrs Attrs, value str
 		r.log.Info("using our reservation", "subnet", e.subnet)
 		return &Lease{Subnet: e.subnet, Attrs: attrs}, nil
 	}
-	g, err := r.cli.Grant(ctx, ttlSec)
+	l, err := r.putOnNewLease(ctx, "refresh lease", same, e.subnet, attrs, value, ttlSec)
 	if err != nil {
-		return nil, fmt.Errorf("grant etcd lease: %w", err)
-	}
-	resp, err := r.cli.Txn(ctx).If(same).Then(clientv3.OpPut(e.key, value, clientv3.WithLease(g.ID))).Commit()
-	if err != nil || !resp.Succeeded {
-		r.revoke(ctx, g.ID)
-		if err == nil {
-			err = errRace
-		}
-		return nil, fmt.Errorf("refresh lease %s: %w", e.key, err)
+		return nil, err
 	}
 	// The old etcd lease now holds nothing of ours; drop it rather than
 	// leave it for a day in `etcdctl lease list`.
 	r.revokeIfEmpty(ctx, e.leaseID)
 	r.log.Info("reusing our lease", "subnet", e.subnet)
-	return &Lease{Subnet: e.subnet, Attrs: attrs, LeaseID: g.ID, Expiration: time.Now().Add(time.Duration(g.TTL) * time.Second)}, nil
+	return l, nil
 }
 
 // create takes subnet if nobody has it.
 func (r *Registry) create(ctx context.Context, subnet netip.Prefix, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
+	absent := clientv3.Compare(clientv3.CreateRevision(r.Key(subnet)), "=", 0)
+	l, err := r.putOnNewLease(ctx, "create", absent, subnet, attrs, value, ttlSec)
+	if err != nil {
+		return nil, err
+	}
+	r.log.Info("acquired subnet", "subnet", subnet, "lease", fmt.Sprintf("%x", int64(l.LeaseID)), "ttl", time.Until(l.Expiration).Round(time.Second))
+	return l, nil
+}
+
+// putOnNewLease grants an etcd lease of ttlSec and, if cond holds, puts
+// value at subnet's key on it. On any failure the new etcd lease is revoked
+// so none is left holding nothing; a false cond is errRace. op names the
+// write in errors. The key is r.Key(subnet): Acquire only writes canonical
+// keys.
+func (r *Registry) putOnNewLease(ctx context.Context, op string, cond clientv3.Cmp, subnet netip.Prefix, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
 	key := r.Key(subnet)
 	g, err := r.cli.Grant(ctx, ttlSec)
 	if err != nil {
 		return nil, fmt.Errorf("grant etcd lease: %w", err)
 	}
-	resp, err := r.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, value, clientv3.WithLease(g.ID))).Commit()
-	if err != nil || !resp.Succeeded {
-		r.revoke(ctx, g.ID)
-		if err == nil {
-			err = errRace
-		}
-		return nil, fmt.Errorf("create %s: %w", key, err)
+	resp, err := r.cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, value, clientv3.WithLease(g.ID))).Commit()
+	if err == nil && !resp.Succeeded {
+		err = errRace
 	}
-	r.log.Info("acquired subnet", "subnet", subnet, "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", time.Duration(g.TTL)*time.Second)
+	if err != nil {
+		r.revoke(ctx, g.ID)
+		return nil, fmt.Errorf("%s %s: %w", op, key, err)
+	}
 	return &Lease{Subnet: subnet, Attrs: attrs, LeaseID: g.ID, Expiration: time.Now().Add(time.Duration(g.TTL) * time.Second)}, nil
+}
+
+// deleteLeased deletes our leased key e if it is unchanged since it was
+// read, then revokes its etcd lease unless something else is on it: left
+// alone, that lease would sit in `etcdctl lease list` until its TTL ends.
+func (r *Registry) deleteLeased(ctx context.Context, e *entry) error {
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev)).
+		Then(clientv3.OpDelete(e.key)).Commit()
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", e.key, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("delete %s: %w", e.key, errRace)
+	}
+	r.revokeIfEmpty(ctx, e.leaseID)
+	return nil
 }
 
 func (r *Registry) revoke(ctx context.Context, id clientv3.LeaseID) {

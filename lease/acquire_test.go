@@ -398,3 +398,67 @@ func mustMarshal(t testing.TB, a Attrs) string {
 	}
 	return string(b)
 }
+
+// When a new config no longer contains our lease, Acquire deletes its key;
+// the etcd lease that held it goes too, and its subnet is free again in
+// the same pass.
+func TestAcquireConfigChangeDropsOldLease(t *testing.T) {
+	t.Run("revokes", func(t *testing.T) {
+		r, cli := testRegistry(t)
+		ctx := testCtx(t, 20*time.Second)
+		cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+		old, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg2 := mustConfig(t, `{"Network":"10.5.0.0/16","SubnetLen":26,"Backend":{"Type":"vxlan"}}`)
+		moved, err := r.Acquire(ctx, cfg2, nodeAttrs(1), netip.Prefix{}, time.Hour)
+		if err != nil || !cfg2.Contains(moved.Subnet) {
+			t.Fatalf("Acquire under the new config = %v, %v", moved, err)
+		}
+		if ttl := leaseTTL(t, cli, old.LeaseID); ttl != -1 {
+			t.Fatalf("old etcd lease %x has TTL %d; want it revoked (-1)", old.LeaseID, ttl)
+		}
+		if ttl := leaseTTL(t, cli, moved.LeaseID); ttl <= 0 {
+			t.Fatalf("new etcd lease %x has TTL %d; want it live", moved.LeaseID, ttl)
+		}
+	})
+
+	t.Run("frees_subnet", func(t *testing.T) {
+		r, cli := testRegistry(t)
+		ctx := testCtx(t, 20*time.Second)
+		// Our /26 at 10.5.0.64 is the only subnet the new config's /28s
+		// (10.5.0.64..10.5.0.112) overlap: once it is deleted all four are free.
+		cfg := mustConfig(t, `{"Network":"10.5.0.0/24","SubnetLen":26,"Backend":{"Type":"vxlan"}}`)
+		old, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.MustParsePrefix("10.5.0.64/26"), time.Hour)
+		if err != nil || old.Subnet.String() != "10.5.0.64/26" {
+			t.Fatalf("Acquire = %v, %v; want 10.5.0.64/26", old, err)
+		}
+		// Something else on the same etcd lease: it must outlive our key.
+		other := r.prefix + "/other-on-lease"
+		if _, err := cli.Put(ctx, other, "x", clientv3.WithLease(old.LeaseID)); err != nil {
+			t.Fatal(err)
+		}
+		cfg2 := mustConfig(t, `{"Network":"10.5.0.0/24","SubnetLen":28,"SubnetMin":"10.5.0.64","SubnetMax":"10.5.0.112","Backend":{"Type":"vxlan"}}`)
+		moved, err := r.Acquire(ctx, cfg2, nodeAttrs(1), netip.Prefix{}, time.Hour)
+		if err != nil || !cfg2.Contains(moved.Subnet) {
+			t.Fatalf("Acquire under the new config = %v, %v; want one of the /28s our deleted /26 had covered", moved, err)
+		}
+		if n := countKeys(t, cli, r); n != 1 {
+			t.Fatalf("%d subnet keys, want 1", n)
+		}
+		if ttl := leaseTTL(t, cli, old.LeaseID); ttl <= 0 {
+			t.Fatalf("old etcd lease %x still holds %s but has TTL %d; want it kept", old.LeaseID, other, ttl)
+		}
+	})
+}
+
+// leaseTTL is etcd's remaining TTL of id in seconds, -1 once it is gone.
+func leaseTTL(t *testing.T, cli *clientv3.Client, id clientv3.LeaseID) int64 {
+	t.Helper()
+	resp, err := cli.TimeToLive(testCtx(t, 5*time.Second), id)
+	if err != nil {
+		t.Fatalf("time to live of etcd lease %x: %v", id, err)
+	}
+	return resp.TTL
+}

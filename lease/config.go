@@ -22,7 +22,11 @@ const (
 	DefaultPort = 8472
 
 	maxVNI = 1<<24 - 1
-	minMTU = 68 // the smallest MTU IPv4 allows (RFC 791)
+	// minMTU is the smallest Backend.MTU accepted. IPv4 allows 68, but
+	// every host must take 576-byte datagrams (RFC 791) and node.New
+	// refuses an overlay MTU below 576, so a smaller one would pass here
+	// only to stop every node at start.
+	minMTU = 576
 )
 
 // Backend is the "Backend" object of flannel's config.

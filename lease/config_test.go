@@ -105,7 +105,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}`, `config: Backend.VNI -1 is out of range 0..16777215`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":65536}}`, `config: Backend.Port 65536 is out of range 1..65535`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":-5}}`, `config: Backend.Port -5 is out of range 1..65535`},
-		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":20}}`, `config: Backend.MTU 20 is out of range 68..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":20}}`, `config: Backend.MTU 20 is out of range 576..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":575}}`, `config: Backend.MTU 575 is out of range 576..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":65536}}`, `config: Backend.MTU 65536 is out of range 576..65535`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":1.5}}`, `config: not valid flannel config JSON`},
 	} {
 		c, err := ParseConfig([]byte(tc.js))
@@ -189,5 +191,14 @@ func TestConfigContains(t *testing.T) {
 	}
 	if c.count() != 8 {
 		t.Errorf("count() = %d, want 8", c.count())
+	}
+}
+
+// 576 is the smallest Backend.MTU a node runs with (node.New refuses an
+// overlay MTU under it), so it is the smallest the config accepts.
+func TestParseConfigMinMTU(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":576}}`))
+	if err != nil || c.Backend.MTU != 576 {
+		t.Fatalf("ParseConfig with MTU 576 = %+v, %v; want it accepted", c, err)
 	}
 }

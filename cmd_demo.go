@@ -199,8 +199,8 @@ func runDemo(parent context.Context, o demoOptions) (err error) {
 	reg := lease.NewRegistry(cli, lease.DefaultPrefix, o.Log)
 	p("   etcd (pid %d) serves %s", etcdCmd.Process.Pid, endpoint)
 	p("   (a unix socket: the nodes, each in its own network namespace, all reach it)")
-	if resp, err := cli.Get(ctx, reg.ConfigKey()); err == nil && len(resp.Kvs) == 1 {
-		p("   %s = %s", reg.ConfigKey(), resp.Kvs[0].Value)
+	if b, err := reg.ConfigJSON(ctx); err == nil {
+		p("   %s = %s", reg.ConfigKey(), b)
 	}
 
 	step(2, "The underlay: one bridge, a host per node")

@@ -49,33 +49,29 @@ func (r *Registry) Key(subnet netip.Prefix) string { return r.subnetsDir() + Sub
 
 // Config reads and validates <prefix>/config.
 func (r *Registry) Config(ctx context.Context) (*Config, error) {
-	key := r.ConfigKey()
-	resp, err := r.cli.Get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
-	}
-	if len(resp.Kvs) == 0 {
+	b, err := r.ConfigJSON(ctx)
+	if errors.Is(err, ErrNotFound) {
+		key := r.ConfigKey()
 		return nil, fmt.Errorf(`no config at %s: write one, e.g. ETCDCTL_API=3 etcdctl put %s '{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan"}}'`, key, key)
 	}
-	c, err := ParseConfig(resp.Kvs[0].Value)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
+		return nil, err
+	}
+	c, err := ParseConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.ConfigKey(), err)
 	}
 	return c, nil
 }
 
 // SetConfig validates c and writes it to <prefix>/config.
 func (r *Registry) SetConfig(ctx context.Context, c *Config) error {
-	key := r.ConfigKey()
 	b, err := c.MarshalJSON()
+	if err == nil {
+		_, err = r.PutConfigJSON(ctx, b)
+	}
 	if err != nil {
-		return fmt.Errorf("set %s: %w", key, err)
-	}
-	if _, err := ParseConfig(b); err != nil {
-		return fmt.Errorf("set %s: %w", key, err)
-	}
-	if _, err := r.cli.Put(ctx, key, string(b)); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("set %s: %w", r.ConfigKey(), err)
 	}
 	return nil
 }

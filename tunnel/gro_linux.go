@@ -62,10 +62,10 @@ type groSeg struct {
 
 // groOut is one packet to write: n of the caller's packets from segs[first]
 // on. n == 1 is a packet written as it is; n > 1 is a coalesced one, whose
-// header is hdrs[k][:hdr] and whose segments each give pkt[hl:].
+// header is hdrs[k][:VirtioNetHdrLen+hl] and whose segments each give
+// pkt[hl:], hl being the first segment's (every segment's) header length.
 type groOut struct {
 	first, n int
-	hl, hdr  int
 }
 
 // groWriter is the write side of an offload TUN queue: it plans which
@@ -240,9 +240,11 @@ func (w *groWriter) iovecs(k, sub int) []unix.Iovec {
 		w.iovs[1] = iovec(w.segs[o.first+max(sub, 0)].pkt)
 		return w.iovs[:2]
 	}
-	w.iovs[0] = iovec(w.hdrs[k][:o.hdr])
-	for s, seg := range w.segs[o.first : o.first+o.n] {
-		w.iovs[1+s] = iovec(seg.pkt[o.hl:])
+	segs := w.segs[o.first : o.first+o.n]
+	hl := segs[0].hl // joins let in only segments with the first's
+	w.iovs[0] = iovec(w.hdrs[k][:VirtioNetHdrLen+hl])
+	for s, seg := range segs {
+		w.iovs[1+s] = iovec(seg.pkt[hl:])
 	}
 	return w.iovs[:1+o.n]
 }
@@ -454,8 +456,7 @@ func (w *groWriter) coalesce(k int) {
 	for _, s := range segs {
 		total += s.pay
 	}
-	o.hl, o.hdr = f.hl, VirtioNetHdrLen+f.hl
-	h := w.hdrs[k][:o.hdr]
+	h := w.hdrs[k][:VirtioNetHdrLen+f.hl]
 	ip := h[VirtioNetHdrLen:]
 	copy(ip, f.pkt[:f.hl])
 	l4 := ip[f.iphl:]
@@ -489,11 +490,12 @@ func (w *groWriter) coalesce(k int) {
 	}
 	binary.BigEndian.PutUint16(l4[csumOff:], csumFold(pseudoHeaderSum(addrs, proto, l4Len)))
 
-	// struct virtio_net_hdr, in host order (legacy virtio, what TUN
-	// speaks unless told TUNSETVNETLE/BE).
-	h[0], h[1] = virtioNeedsCsum, gso
-	binary.NativeEndian.PutUint16(h[2:4], uint16(f.hl))     // hdr_len
-	binary.NativeEndian.PutUint16(h[4:6], uint16(f.pay))    // gso_size
-	binary.NativeEndian.PutUint16(h[6:8], uint16(f.iphl))   // csum_start
-	binary.NativeEndian.PutUint16(h[8:10], uint16(csumOff)) // csum_offset
+	vnetHdr{
+		flags:      virtioNeedsCsum,
+		gsoType:    gso,
+		hdrLen:     uint16(f.hl),
+		gsoSize:    uint16(f.pay),
+		csumStart:  uint16(f.iphl),
+		csumOffset: uint16(csumOff),
+	}.encode(h)
 }

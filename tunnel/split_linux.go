@@ -111,15 +111,11 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 		r.malformed.Add(1)
 		return 0
 	}
-	h, pkt := r.buf[:VirtioNetHdrLen], r.buf[VirtioNetHdrLen:n]
-	// struct virtio_net_hdr, in host order (legacy virtio, what TUN
-	// speaks unless told TUNSETVNETLE/BE).
-	flags, gso := h[0], h[1]
-	hdrLen, gsoSize := int(binary.NativeEndian.Uint16(h[2:4])), int(binary.NativeEndian.Uint16(h[4:6]))
-	csumStart, csumOff := int(binary.NativeEndian.Uint16(h[6:8])), int(binary.NativeEndian.Uint16(h[8:10]))
-	needsCsum := flags&virtioNeedsCsum != 0
+	h, pkt := decodeVnetHdr(r.buf[:n]), r.buf[VirtioNetHdrLen:n]
+	csumStart, csumOff := int(h.csumStart), int(h.csumOffset)
+	needsCsum := h.flags&virtioNeedsCsum != 0
 
-	if gso == 0 { // VIRTIO_NET_HDR_GSO_NONE
+	if h.gsoType == 0 { // VIRTIO_NET_HDR_GSO_NONE
 		if needsCsum && csumStart+csumOff+2 > len(pkt) {
 			r.malformed.Add(1)
 			return 0
@@ -145,7 +141,7 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 		sizes[0] = len(pkt)
 		return 1
 	}
-	if !r.sp.parse(pkt, gso, needsCsum, hdrLen, gsoSize, csumStart, csumOff) {
+	if !r.sp.parse(pkt, h.gsoType, needsCsum, int(h.hdrLen), int(h.gsoSize), csumStart, csumOff) {
 		r.malformed.Add(1)
 		return 0
 	}

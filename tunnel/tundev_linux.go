@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sync"
@@ -31,6 +32,39 @@ const (
 	tcpFlagA   = 0x10   // ACK
 	tcpFlagCWR = 0x80
 )
+
+// vnetHdr is struct virtio_net_hdr, the 10 bytes (VirtioNetHdrLen) in
+// front of every packet on an offload device, in host byte order: legacy
+// virtio, what TUN speaks unless told TUNSETVNETLE/BE. Its layout is
+// written down here alone, for the read path (split_linux.go) and the
+// write path (gro_linux.go).
+type vnetHdr struct {
+	flags, gsoType                         uint8
+	hdrLen, gsoSize, csumStart, csumOffset uint16
+}
+
+// encode writes h into b[:VirtioNetHdrLen].
+func (h vnetHdr) encode(b []byte) {
+	_ = b[VirtioNetHdrLen-1] // one bounds check for all ten bytes
+	b[0], b[1] = h.flags, h.gsoType
+	binary.NativeEndian.PutUint16(b[2:4], h.hdrLen)
+	binary.NativeEndian.PutUint16(b[4:6], h.gsoSize)
+	binary.NativeEndian.PutUint16(b[6:8], h.csumStart)
+	binary.NativeEndian.PutUint16(b[8:10], h.csumOffset)
+}
+
+// decodeVnetHdr reads the header in b[:VirtioNetHdrLen].
+func decodeVnetHdr(b []byte) vnetHdr {
+	_ = b[VirtioNetHdrLen-1]
+	return vnetHdr{
+		flags:      b[0],
+		gsoType:    b[1],
+		hdrLen:     binary.NativeEndian.Uint16(b[2:4]),
+		gsoSize:    binary.NativeEndian.Uint16(b[4:6]),
+		csumStart:  binary.NativeEndian.Uint16(b[6:8]),
+		csumOffset: binary.NativeEndian.Uint16(b[8:10]),
+	}
+}
 
 // nonblocking makes one syscall of three arguments (fd, a pointer, a
 // count) on a non-blocking file, again on EINTR, from inside a RawConn

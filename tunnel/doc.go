@@ -10,7 +10,8 @@
 //     [OpenTUN] opens one with the backend asked for, one Device per queue:
 //     [BackendOffload] (IFF_VNET_HDR and TUNSETOFFLOAD: Read splits the
 //     kernel's 64 KB TCP (and, with USO, UDP) super-packets into MTU-size
-//     segments with their checksums; Write coalesces runs of TCP (and,
+//     segments with their checksums, and reads on, without waiting, while
+//     packets wait and buffers last; Write coalesces runs of TCP (and,
 //     with USO, UDP) segments of a flow before they go to the kernel,
 //     without copying them;
 //     IFF_MULTI_QUEUE for more than one queue), falling back to

@@ -195,9 +195,10 @@ type offloadDevice struct {
 	mtu   *mtuQuery
 }
 
-// Read reads one packet or one super-packet, split into segments, one per
-// buffer. Segments that find no buffer are kept, and returned first by
-// the next Read.
+// Read reads a packet or a super-packet, split into segments, one per
+// buffer, waiting for one if need be, then whatever more packets the
+// device holds while buffers last. Segments that find no buffer are kept,
+// and returned first by the next Read.
 func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil

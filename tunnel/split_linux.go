@@ -30,7 +30,7 @@ const (
 
 // tunReader is the read side of an offload TUN queue. Everything it needs
 // is allocated with it: Read neither allocates nor waits for more than
-// one read(2).
+// its first packet.
 type tunReader struct {
 	name   string
 	raw    syscall.RawConn // nil in tests that only split
@@ -40,12 +40,14 @@ type tunReader struct {
 	// buf is what read(2) fills: the virtio-net header, then the packet.
 	// A super-packet stays here until the last of its segments is out.
 	buf [readBufLen]byte
-	// n and errno are what the last read(2) gave (set inside recvFn).
+	// n and errno are what the last read(2) gave (set inside recvFn or
+	// tryFn); again is tryFn finding the device empty.
 	n     int
 	errno syscall.Errno
-	// recvFn is r.recv bound once, so that RawConn.Read gets no new
-	// closure per call.
-	recvFn func(fd uintptr) bool
+	again bool
+	// recvFn and tryFn are r.recv and r.try bound once, so that
+	// RawConn.Read gets no new closure per call.
+	recvFn, tryFn func(fd uintptr) bool
 	// sp is the super-packet being split; its segments left over when
 	// the caller's buffers ran out go first on the next Read.
 	sp superPacket
@@ -59,27 +61,31 @@ type tunReader struct {
 
 func newTUNReader(name string, raw syscall.RawConn) *tunReader {
 	r := &tunReader{name: name, raw: raw}
-	r.recvFn = r.recv
+	r.recvFn, r.tryFn = r.recv, r.try
 	return r
 }
 
 // read reads packets into bufs[i][offset:], as Device.Read promises: the
-// rest of a super-packet that did not fit last time, or else one packet
-// or super-packet read now. Malformed packets are counted and skipped: one
-// corrupt packet is no reason to fail the call (the forwarder pauses on a
-// failed read).
+// rest of a super-packet that did not fit last time, or else a packet or
+// super-packet read now, waiting for one if need be; then, without
+// waiting, whatever more the device holds, while buffers last. Malformed
+// packets are counted and skipped: one corrupt packet is no reason to
+// fail the call (the forwarder pauses on a failed read).
+//
+// Reading on until the device is empty is what makes a batch of small
+// packets (a UDP flood, a run of TCP ACKs): TUN gives one packet per
+// read(2), and a batch goes out with one sendmmsg instead of one each.
 func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed.Load() {
 		return 0, fmt.Errorf("read tun %q: %w", r.name, ErrClosed)
 	}
+	n := 0
 	if r.sp.left() {
-		if n := r.sp.split(r, bufs, sizes, offset); n > 0 {
-			return n, nil
-		}
+		n = r.sp.split(r, bufs, sizes, offset)
 	}
-	for {
+	for n == 0 {
 		r.n, r.errno = 0, 0
 		if err := r.raw.Read(r.recvFn); err != nil {
 			// The poller's only error here: the file was closed.
@@ -89,10 +95,19 @@ func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			// EBADFD: the device was deleted under the open file.
 			return 0, tunError("read", r.name, os.NewSyscallError("read", r.errno), r.errno == unix.EBADFD)
 		}
-		if n := r.handle(r.n, bufs, sizes, offset); n > 0 {
-			return n, nil
-		}
+		n = r.handle(r.n, bufs, sizes, offset)
 	}
+	// More, while a whole super-packet is out (r.buf is free again) and
+	// buffers are left. An error here ends the batch, not the call: the
+	// next Read meets it again if it lasts.
+	for n < len(bufs) && !r.sp.left() {
+		r.n, r.errno, r.again = 0, 0, false
+		if err := r.raw.Read(r.tryFn); err != nil || r.errno != 0 || r.again {
+			break
+		}
+		n += r.handle(r.n, bufs[n:], sizes[n:], offset)
+	}
+	return n, nil
 }
 
 // recv runs inside RawConn.Read: one read(2), or false when the device
@@ -101,6 +116,14 @@ func (r *tunReader) recv(fd uintptr) bool {
 	var done bool
 	r.n, r.errno, done = nonblocking(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
 	return done
+}
+
+// try is recv that never waits: an empty device sets r.again.
+func (r *tunReader) try(fd uintptr) bool {
+	var done bool
+	r.n, r.errno, done = nonblocking(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
+	r.again = !done
+	return true
 }
 
 // handle passes on what read(2) put in r.buf[:n]: the packet, or the

@@ -35,6 +35,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
 			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
 			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
+			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU and looks again before it sleeps (0: sleep at once, lowest latency; more: throughput under load)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
@@ -94,6 +95,7 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		TunName:    c.String("tun-name"),
 		TunBackend: c.String("tun-backend"),
 		Queues:     c.Int("queues"),
+		PollYields: c.Int("poll-yields"),
 		LeaseTTL:   c.Duration("lease-ttl"),
 
 		EtcdTimeout:  c.Duration("etcd-timeout"),
@@ -131,6 +133,9 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	if cfg.Queues < 1 || cfg.Queues > 64 {
 		return cfg, fmt.Errorf("--queues %d: want 1 to 64", cfg.Queues)
+	}
+	if cfg.PollYields < 0 || cfg.PollYields > 100 {
+		return cfg, fmt.Errorf("--poll-yields %d: want 0 to 100", cfg.PollYields)
 	}
 	return cfg, nil
 }

@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestGOMAXPROCS(t *testing.T) {
 	for _, c := range []struct {
@@ -17,6 +20,22 @@ func TestGOMAXPROCS(t *testing.T) {
 	} {
 		if got := gomaxprocs(c.flag, c.goDefault, c.envSet); got != c.want {
 			t.Errorf("gomaxprocs(%d, %d, env %v) = %d, want %d", c.flag, c.goDefault, c.envSet, got, c.want)
+		}
+	}
+}
+
+// TestRunRejectsBadFlags: run refuses out-of-range numbers before it
+// touches etcd or the network, naming the flag.
+func TestRunRejectsBadFlags(t *testing.T) {
+	for _, c := range []struct{ flag, value string }{
+		{"--poll-yields", "-1"},
+		{"--poll-yields", "101"},
+		{"--queues", "0"},
+		{"--gomaxprocs", "-2"},
+	} {
+		err := newApp().Run([]string{"vxrouter", "run", "--admin-socket", "", c.flag, c.value})
+		if err == nil || !strings.Contains(err.Error(), c.flag+" "+c.value) {
+			t.Errorf("run %s %s: %v, want an error naming the flag and value", c.flag, c.value, err)
 		}
 	}
 }

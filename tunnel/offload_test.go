@@ -45,7 +45,9 @@ func newOffloadRigAddrs(t testing.TB, queues int, addrs ...netip.Prefix) *offloa
 	t.Cleanup(nl.Close)
 	r := &offloadRig{ns: ns, nl: nl}
 	inNetns(t, ns, func() {
-		devs, backend, err := OpenTUN("vxrt1", TUNOptions{Queues: queues})
+		// Yields as vxrouter run has them: reads yield before they
+		// park or end a batch.
+		devs, backend, err := OpenTUN("vxrt1", TUNOptions{Queues: queues, Yields: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,6 +45,9 @@ type tunReader struct {
 	n     int
 	errno syscall.Errno
 	again bool
+	// yields is how often a read that finds the device empty yields the
+	// CPU and looks again before giving up (waitRead).
+	yields int
 	// recvFn and tryFn are r.recv and r.try bound once, so that
 	// RawConn.Read gets no new closure per call.
 	recvFn, tryFn func(fd uintptr) bool
@@ -111,17 +114,19 @@ func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 // recv runs inside RawConn.Read: one read(2), or false when the device
-// has nothing yet (the poller waits, then calls again).
+// has nothing yet, even after waitRead's yields (the poller waits, then
+// calls again).
 func (r *tunReader) recv(fd uintptr) bool {
 	var done bool
-	r.n, r.errno, done = nonblocking(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
+	r.n, r.errno, done = waitRead(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf), r.yields)
 	return done
 }
 
-// try is recv that never waits: an empty device sets r.again.
+// try is recv that never parks: a device still empty after waitRead's
+// yields sets r.again. The yields let the sender add to a batch.
 func (r *tunReader) try(fd uintptr) bool {
 	var done bool
-	r.n, r.errno, done = nonblocking(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf))
+	r.n, r.errno, done = waitRead(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf), r.yields)
 	r.again = !done
 	return true
 }

@@ -98,6 +98,28 @@ func nonblocking(trap, fd uintptr, p unsafe.Pointer, n int) (r int, errno syscal
 	}
 }
 
+// waitRead is nonblocking for a reader that would otherwise park: on
+// EAGAIN it first gives its CPU to whatever else is runnable there
+// (sched_yield) and looks again, up to yields times, and only then
+// reports EAGAIN (done false). Under load the next packet is often
+// microseconds away, being made by the very thread the yield lets run
+// (the TCP sender, the other router); a reader that parks sleeps and must
+// be woken, and on a virtual machine each sleep and wake-up costs tens of
+// microseconds of CPU and latency. When nothing else is runnable a yield
+// returns at once, so an idle reader pays a few microseconds; the price
+// is latency when something else is: a yield can hand the CPU away for a
+// time slice. TUNOptions.Yields and UDPOptions.Yields set yields (node:
+// --poll-yields).
+func waitRead(trap, fd uintptr, p unsafe.Pointer, n, yields int) (r int, errno syscall.Errno, done bool) {
+	for i := 0; ; i++ {
+		r, errno, done = nonblocking(trap, fd, p, n)
+		if done || i >= yields {
+			return r, errno, done
+		}
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+}
+
 // tunError names op on TUN device name. gone (the file closed, or the
 // device deleted under it: EBADFD) makes the error match ErrClosed, which
 // is how the forwarder learns that the device will never work again.

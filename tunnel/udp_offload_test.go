@@ -66,6 +66,9 @@ func TestUDPSegmentationOffload(t *testing.T) {
 		{"gso, no gro", UDPOptions{}, UDPOptions{NoGRO: true}},
 		{"no gso, gro", UDPOptions{NoGSO: true}, UDPOptions{}},
 		{"neither", UDPOptions{NoGSO: true}, UDPOptions{NoGRO: true}},
+		// A reader that yields before it parks reads the same.
+		{"gso+gro, yields", UDPOptions{}, UDPOptions{Yields: 3}},
+		{"no gro, yields", UDPOptions{}, UDPOptions{NoGRO: true, Yields: 3}},
 	} {
 		for _, sh := range shapes {
 			for _, views := range []bool{false, true} {

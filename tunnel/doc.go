@@ -93,8 +93,10 @@
 // is written again a segment at a time.
 //
 // A Read blocks until at least one packet is there and returns as many as
-// are ready, up to len(bufs) and BatchSize(); it never waits to fill a
-// batch, so a batch costs no latency. A Write tries every packet: one that
+// are ready, up to len(bufs) and BatchSize(); it does not wait to fill a
+// batch, except that, with Yields set, a reader that finds nothing more
+// yields its CPU a few times (sched_yield) and looks again before it ends
+// the batch or parks: throughput under load for some latency. A Write tries every packet: one that
 // the kernel refuses is skipped and the first error returned with the
 // count of those that went, so one bad packet or unreachable peer does not
 // cost the rest of its batch.

@@ -214,8 +214,13 @@ func (d *offloadDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error
 	if len(sizes) < len(bufs) {
 		return 0, fmt.Errorf("read tun %q: %w", d.name, errArgsLen)
 	}
-	if offset < 0 || offset >= len(bufs[0]) {
-		return 0, fmt.Errorf("read tun %q: offset %d outside a %d-byte buffer", d.name, offset, len(bufs[0]))
+	// A Read may fill any of its buffers now (it reads on), so each must
+	// leave room past offset.
+	bufs = bufs[:min(len(bufs), MaxBatch)]
+	for _, b := range bufs {
+		if offset < 0 || offset >= len(b) {
+			return 0, fmt.Errorf("read tun %q: offset %d outside a %d-byte buffer", d.name, offset, len(b))
+		}
 	}
 	return d.rd.read(bufs, sizes, offset)
 }

@@ -220,6 +220,13 @@ func TestOffloadTUN(t *testing.T) {
 		if _, err := d.Read(bufs, sizes[:1], headroom); err == nil {
 			t.Error("Read with too few sizes succeeded")
 		}
+		// Any buffer may be filled, so each must reach past offset: a
+		// short one further on is an error, not a panic mid-batch.
+		short := append([][]byte{}, bufs...)
+		short[3] = make([]byte, headroom)
+		if _, err := d.Read(short, sizes, headroom); err == nil || !strings.Contains(err.Error(), "outside a") {
+			t.Errorf("Read with buffer 3 no longer than the offset = %v, want an error", err)
+		}
 	})
 
 	t.Run("close", func(t *testing.T) {

@@ -730,7 +730,11 @@ func TestOffloadReadUSO(t *testing.T) {
 				}
 				var got []byte
 				segs := 0
-				for n := readFrom(t, d, 4321, bufs, sizes); ; n, _ = d.Read(bufs, sizes, headroom) {
+				// A segment lost would leave the Reads below waiting:
+				// close the device instead, and fail.
+				timer := time.AfterFunc(10*time.Second, func() { d.Close() })
+				defer timer.Stop()
+				for n := readFrom(t, d, 4321, bufs, sizes); ; {
 					for i := range n {
 						p := bufs[i][headroom : headroom+sizes[i]]
 						if !toPort(p, 4321) {
@@ -745,6 +749,10 @@ func TestOffloadReadUSO(t *testing.T) {
 					}
 					if len(got) >= total {
 						break
+					}
+					var err error
+					if n, err = d.Read(bufs, sizes, headroom); err != nil {
+						t.Fatalf("%d buffers: Read after %d of %d bytes: %v", nbufs, len(got), total, err)
 					}
 				}
 				if !bytes.Equal(got, data) || segs != (total+size-1)/size {

@@ -72,8 +72,10 @@ func decodeVnetHdr(b []byte) vnetHdr {
 // false and Go's poller waits); else r and errno are the call's result.
 //
 // The call is raw: the runtime is not told that the goroutine enters the
-// kernel. On a non-blocking file these calls never sleep (waiting is the
-// poller's job), so what the runtime would do for a syscall buys nothing
+// kernel. On a non-blocking file these calls never wait for I/O (waiting
+// is the poller's job; only a page fault or memory reclaim inside them
+// can sleep, briefly, and with one P everything in the process waits
+// then), so what the runtime would do for a syscall buys nothing
 // and costs much on the hot path: with one P, entering a syscall wakes
 // sysmon, and a long one (a TUN write runs the receiving host's stack
 // inside it) has sysmon hand the P to another thread, which then parks
@@ -83,7 +85,7 @@ func decodeVnetHdr(b []byte) vnetHdr {
 // router CPU 1.75 -> 1.33 s per GB.
 func nonblocking(trap, fd uintptr, p unsafe.Pointer, n int) (r int, errno syscall.Errno, done bool) {
 	for {
-		// Syscall6: recvmmsg and sendmmsg take more arguments (flags, a
+		// Six arguments: recvmmsg and sendmmsg take more (flags, a
 		// timeout), which must be zero.
 		r, _, e := unix.RawSyscall6(trap, fd, uintptr(p), uintptr(n), 0, 0, 0)
 		switch e {
@@ -108,7 +110,9 @@ func nonblocking(trap, fd uintptr, p unsafe.Pointer, n int) (r int, errno syscal
 // microseconds of CPU and latency. When nothing else is runnable a yield
 // returns at once, so an idle reader pays a few microseconds; the price
 // is latency when something else is: a yield can hand the CPU away for a
-// time slice. TUNOptions.Yields and UDPOptions.Yields set yields (node:
+// time slice, while the reader keeps Go's P (with one P the process's
+// other loops wait too) and, at the end of an offload Read's batch, the
+// packets already read wait to be sent. TUNOptions.Yields and UDPOptions.Yields set yields (node:
 // --poll-yields).
 func waitRead(trap, fd uintptr, p unsafe.Pointer, n, yields int) (r int, errno syscall.Errno, done bool) {
 	for i := 0; ; i++ {

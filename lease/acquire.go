@@ -35,7 +35,9 @@ const cleanupTimeout = 5 * time.Second
 //     keeps being a reservation and gets its value refreshed; a leased key
 //     is moved to a fresh etcd lease with the new value. Both writes are
 //     transactions on the key's mod revision. Such a lease outside cfg's
-//     range is deleted (flannel does the same; a reservation is left alone).
+//     range is deleted (flannel does the same; a reservation is left alone),
+//     its etcd lease revoked unless something else is on it, and its
+//     subnet counts as free in the steps below.
 //  2. previous (e.g. from subnet.env), if cfg contains it and it is free;
 //  3. a random free subnet in SubnetMin..SubnetMax.
 //

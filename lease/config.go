@@ -22,11 +22,10 @@ const (
 	DefaultPort = 8472
 
 	maxVNI = 1<<24 - 1
-	// minMTU is the smallest Backend.MTU accepted. IPv4 allows 68, but
-	// every host must take 576-byte datagrams (RFC 791) and node.New
-	// refuses an overlay MTU below 576, so a smaller one would pass here
-	// only to stop every node at start.
-	minMTU = 576
+	// MinMTU is the smallest overlay MTU, in the config's Backend.MTU
+	// and as a node works it out from its underlay. IPv4 allows 68, but
+	// every host must take 576-byte datagrams (RFC 791).
+	MinMTU = 576
 )
 
 // Backend is the "Backend" object of flannel's config.
@@ -158,8 +157,8 @@ func ParseConfig(b []byte) (*Config, error) {
 		c.Backend.Port = *be.Port
 	}
 	if be.MTU != nil && *be.MTU != 0 {
-		if *be.MTU < minMTU || *be.MTU > 65535 {
-			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535 (leave it out or 0 to derive it from the underlay)", *be.MTU, minMTU)
+		if *be.MTU < MinMTU || *be.MTU > 65535 {
+			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535 (leave it out or 0 to derive it from the underlay)", *be.MTU, MinMTU)
 		}
 		c.Backend.MTU = *be.MTU
 	}

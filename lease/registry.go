@@ -67,13 +67,12 @@ func (r *Registry) Config(ctx context.Context) (*Config, error) {
 // SetConfig validates c and writes it to <prefix>/config.
 func (r *Registry) SetConfig(ctx context.Context, c *Config) error {
 	b, err := c.MarshalJSON()
-	if err == nil {
-		_, err = r.PutConfigJSON(ctx, b)
-	}
 	if err != nil {
 		return fmt.Errorf("set %s: %w", r.ConfigKey(), err)
 	}
-	return nil
+	// PutConfigJSON's errors name the key already.
+	_, err = r.PutConfigJSON(ctx, b)
+	return err
 }
 
 // entry is one key under <prefix>/subnets/ as stored, including keys

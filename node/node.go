@@ -53,8 +53,10 @@ type Config struct {
 	Queues int
 	// PollYields is how many times a forwarding loop that finds its TUN
 	// queue or socket empty yields its CPU (sched_yield) and looks again
-	// before it sleeps: throughput under load for some latency; 0 sleeps
-	// at once. `vxrouter run` defaults to DefaultPollYields.
+	// before it sleeps (or, on an offload TUN queue, ends its batch, the
+	// packets read so far waiting): throughput under load for some
+	// latency; 0 sleeps at once. The water backend's TUN side ignores
+	// it. `vxrouter run` defaults to DefaultPollYields.
 	PollYields int
 	Log        *slog.Logger
 }
@@ -151,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.mtu == 0 {
 		n.mtu = n.underlay.MTU - encap.OverheadIPv4
 	}
-	if n.mtu < 576 {
+	if n.mtu < lease.MinMTU {
 		return nil, fmt.Errorf("overlay MTU %d is too small (underlay %s has MTU %d, VXLAN takes %d)", n.mtu, n.underlay.Name, n.underlay.MTU, encap.OverheadIPv4)
 	}
 

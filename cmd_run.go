@@ -35,7 +35,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
 			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
 			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
-			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU and looks again before it sleeps (0: sleep at once, lowest latency; more: throughput under load)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
+			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU (sched_yield) and looks again before it sleeps or, on an offload TUN queue, ends its batch (0: at once, lowest latency; more: throughput under load; the water backend's TUN side never yields)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
@@ -186,9 +186,10 @@ func startCPUProfile(path string) (stop func(), err error) {
 //
 // One, on a small host: there the node shares its two cores with the
 // workloads it carries and the kernel's softirqs, and one P wakes fewer
-// threads per packet. vxrouter bench with --run-arg=--gomaxprocs=1
-// against the default on this 2-core machine, alternated: TCP 1 stream
-// +10%, 4 streams -5%, router CPU per GB -9%.
+// threads per packet. vxrouter bench --run-arg=--gomaxprocs=2 against
+// the default (1) on this 2-core machine, three alternated pairs: TCP 1
+// stream 5.4-6.7 against 6.7-8.9 Gbit/s with one P; 4 streams 7.1-9.0
+// against 5.9-7.9 (there two Ps win).
 func gomaxprocs(flag, goDefault int, envSet bool) int {
 	switch {
 	case flag > 0:

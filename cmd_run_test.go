@@ -1,8 +1,12 @@
 package main
 
 import (
+	"flag"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestGOMAXPROCS(t *testing.T) {
@@ -24,16 +28,40 @@ func TestGOMAXPROCS(t *testing.T) {
 	}
 }
 
-// TestRunRejectsBadFlags: run refuses out-of-range numbers before it
-// touches etcd or the network, naming the flag.
+// TestRunRejectsBadFlags: run's flags are checked, each out-of-range
+// number refused with an error naming the flag, in nodeConfig, which runs
+// before anything touches etcd or the network.
 func TestRunRejectsBadFlags(t *testing.T) {
+	// The flags read VXROUTER_* variables; none may leak in.
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "VXROUTER_") {
+			t.Setenv(k, "") // restored after the test
+			os.Unsetenv(k)
+		}
+	}
+	config := func(args ...string) error {
+		set := flag.NewFlagSet("run", flag.ContinueOnError)
+		for _, f := range runCommand().Flags {
+			if err := f.Apply(set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := set.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := nodeConfig(cli.NewContext(newApp(), set, nil))
+		return err
+	}
+	if err := config(); err != nil {
+		t.Fatalf("run's defaults: %v", err)
+	}
 	for _, c := range []struct{ flag, value string }{
 		{"--poll-yields", "-1"},
 		{"--poll-yields", "101"},
 		{"--queues", "0"},
-		{"--gomaxprocs", "-2"},
+		{"--capture-limit", "0"},
 	} {
-		err := newApp().Run([]string{"vxrouter", "run", "--admin-socket", "", c.flag, c.value})
+		err := config(c.flag, c.value)
 		if err == nil || !strings.Contains(err.Error(), c.flag+" "+c.value) {
 			t.Errorf("run %s %s: %v, want an error naming the flag and value", c.flag, c.value, err)
 		}

@@ -83,7 +83,7 @@ func (h *Host) build() error {
 	mtu := strconv.Itoa(l.opts.MTU)
 	peer := "v-" + h.Name // in the underlay namespace
 	addCmd := addrAdd(h.NS, h.Underlay, l.opts.Underlay.Bits(), UnderlayDev)
-	return l.r.all(
+	err := l.r.all(
 		[]string{"ip", "netns", "add", h.NS},
 		// Before any interface exists, so that every one made later
 		// inherits rp_filter=0 from "default".
@@ -95,6 +95,10 @@ func (h *Host) build() error {
 		addCmd,
 		[]string{"ip", "-n", h.NS, "link", "set", UnderlayDev, "up"},
 	)
+	if err != nil {
+		return err
+	}
+	return l.r.waitForwarding(l.ul, peer)
 }
 
 func hostSysctls() []string {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -383,3 +384,35 @@ func boolUint(v bool) uint64 {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// waitForwarding waits until port, a bridge port in namespace ns, forwards.
+// A port whose veth peer comes up after it was enslaved starts disabled,
+// and the kernel enables it from its link-watch work, which a busy host
+// may put off for up to a second: packets sent before then (the first
+// ping of a test) vanish. It polls without recording each look.
+func (r *runner) waitForwarding(ns, port string) error {
+	deadline := time.Now().Add(5 * time.Second)
+	var state string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-d", "-j", "link", "show", "dev", port).Output()
+		cancel()
+		var links []struct {
+			LinkInfo struct {
+				SlaveData struct {
+					State string `json:"state"`
+				} `json:"info_slave_data"`
+			} `json:"linkinfo"`
+		}
+		if err == nil && json.Unmarshal(out, &links) == nil && len(links) == 1 {
+			state = links[0].LinkInfo.SlaveData.State
+			if state == "forwarding" {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bridge port %s in %s: state %q after 5s, want forwarding (%v)", port, ns, state, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

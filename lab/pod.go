@@ -127,6 +127,9 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		[]string{"ip", "-n", p.NS, "link", "set", UnderlayDev, "up"},
 		route,
 	)
+	if err == nil {
+		err = l.r.waitForwarding(h.NS, p.HostDev)
+	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), l.delNS(p.NS))
 	}

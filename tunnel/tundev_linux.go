@@ -72,17 +72,17 @@ func decodeVnetHdr(b []byte) vnetHdr {
 // false and Go's poller waits); else r and errno are the call's result.
 //
 // The call is raw: the runtime is not told that the goroutine enters the
-// kernel. On a non-blocking file these calls never wait for I/O (waiting
-// is the poller's job; only a page fault or memory reclaim inside them
-// can sleep, briefly, and with one P everything in the process waits
-// then), so what the runtime would do for a syscall buys nothing
-// and costs much on the hot path: with one P, entering a syscall wakes
-// sysmon, and a long one (a TUN write runs the receiving host's stack
-// inside it) has sysmon hand the P to another thread, which then parks
-// again: thread wake-ups for every super-packet. Raw, the forwarding
-// goroutines keep their thread. Measured with `vxrouter bench --tests
-// tcp1` (offload, five alternated runs): 5.45 -> 6.09 Gbit/s on one stream,
-// router CPU 1.75 -> 1.33 s per GB.
+// kernel. On a non-blocking file these calls never wait for I/O (that is
+// the poller's job; only a page fault or memory reclaim inside them can
+// sleep, briefly, and with one P the whole process waits then), so what
+// the runtime does for a syscall buys nothing and costs much on the hot
+// path: with one P, entering a syscall wakes sysmon, and a long one (a
+// TUN write runs the receiving host's stack inside it) has sysmon hand
+// the P to another thread, which then parks again: thread wake-ups for
+// every super-packet. Raw, the forwarding goroutines keep their thread.
+// Measured with `vxrouter bench --tests tcp1` (offload, five alternated
+// runs): 5.45 -> 6.09 Gbit/s on one stream, router CPU 1.75 -> 1.33 s
+// per GB.
 func nonblocking(trap, fd uintptr, p unsafe.Pointer, n int) (r int, errno syscall.Errno, done bool) {
 	for {
 		// Six arguments: recvmmsg and sendmmsg take more (flags, a
@@ -112,8 +112,8 @@ func nonblocking(trap, fd uintptr, p unsafe.Pointer, n int) (r int, errno syscal
 // is latency when something else is: a yield can hand the CPU away for a
 // time slice, while the reader keeps Go's P (with one P the process's
 // other loops wait too) and, at the end of an offload Read's batch, the
-// packets already read wait to be sent. TUNOptions.Yields and UDPOptions.Yields set yields (node:
-// --poll-yields).
+// packets already read wait to be sent. TUNOptions.Yields and
+// UDPOptions.Yields set yields (node: --poll-yields).
 func waitRead(trap, fd uintptr, p unsafe.Pointer, n, yields int) (r int, errno syscall.Errno, done bool) {
 	for i := 0; ; i++ {
 		r, errno, done = nonblocking(trap, fd, p, n)

@@ -63,6 +63,16 @@ func demoCommand() *cli.Command {
 			if o.Network, err = netip.ParsePrefix(c.String("network")); err != nil {
 				return fmt.Errorf("--network: %w", err)
 			}
+			// Checked as etcd will check it, before anything is built:
+			// a network etcd refuses, or one with fewer subnets than
+			// nodes, would fail half-way through, less clearly.
+			cfg, err := vxlanConfig(o.Network.String())
+			if err != nil {
+				return err
+			}
+			if n := cfg.SubnetCount(); uint64(o.Nodes) > n {
+				return fmt.Errorf("--network %s holds %d subnets of /%d: too few for --nodes %d", o.Network, n, cfg.SubnetLen, o.Nodes)
+			}
 			if len(o.Prefix) == 0 || len(o.Prefix) > 8 {
 				return fmt.Errorf("--prefix %q: want 1 to 8 characters (interface names are short)", o.Prefix)
 			}

@@ -38,9 +38,9 @@ func etcdCommand() *cli.Command {
 			}
 			defer e.Close()
 			if network := c.String("network"); network != "" {
-				cfg, err := lease.ParseConfig([]byte(fmt.Sprintf(`{"Network":%q,"Backend":{"Type":"vxlan"}}`, network)))
+				cfg, err := vxlanConfig(network)
 				if err != nil {
-					return fmt.Errorf("--network: %w", err)
+					return err
 				}
 				cli, err := e.Client()
 				if err != nil {
@@ -65,4 +65,14 @@ func etcdCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// vxlanConfig is the config etcd --network writes (and the demo asks it
+// to): network, flannel's defaults, the vxlan backend.
+func vxlanConfig(network string) (*lease.Config, error) {
+	cfg, err := lease.ParseConfig(fmt.Appendf(nil, `{"Network":%q,"Backend":{"Type":"vxlan"}}`, network))
+	if err != nil {
+		return nil, fmt.Errorf("--network: %w", err)
+	}
+	return cfg, nil
 }

@@ -265,6 +265,10 @@ func (c *Config) Contains(subnet netip.Prefix) bool {
 	return c.SubnetMin.Compare(a) <= 0 && a.Compare(c.SubnetMax) <= 0
 }
 
+// SubnetCount is how many subnets the config hands out: one per node at
+// most.
+func (c *Config) SubnetCount() uint64 { return c.count() }
+
 // count is the number of subnets in SubnetMin..SubnetMax.
 func (c *Config) count() uint64 {
 	return uint64(u32(c.SubnetMax)-u32(c.SubnetMin))/uint64(subnetSize(c.SubnetLen)) + 1

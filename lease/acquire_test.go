@@ -52,10 +52,7 @@ func TestAcquireBasics(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
 
-	l, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 	if !cfg.Contains(l.Subnet) || l.LeaseID == 0 || time.Until(l.Expiration) < 59*time.Minute {
 		t.Fatalf("Acquire = %+v, want a subnet of the config with a 1h etcd lease", l)
 	}
@@ -111,10 +108,7 @@ func TestAcquireReusesByPublicIP(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
 
-	first, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 	// The node restarts with a new VTEP MAC and a different previous
 	// subnet: its live lease wins, gets the new value and a fresh etcd lease.
 	a := nodeAttrs(1)
@@ -407,10 +401,7 @@ func TestAcquireConfigChangeDropsOldLease(t *testing.T) {
 		r, cli := testRegistry(t)
 		ctx := testCtx(t, 20*time.Second)
 		cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
-		old, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
+		old := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 		cfg2 := mustConfig(t, `{"Network":"10.5.0.0/16","SubnetLen":26,"Backend":{"Type":"vxlan"}}`)
 		moved, err := r.Acquire(ctx, cfg2, nodeAttrs(1), netip.Prefix{}, time.Hour)
 		if err != nil || !cfg2.Contains(moved.Subnet) {

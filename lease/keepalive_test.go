@@ -127,10 +127,7 @@ func TestKeepAliveFollowsSameNode(t *testing.T) {
 	r, cli := testRegistry(t)
 	ctx := testCtx(t, 20*time.Second)
 	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
-	l, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 	changes, _ := keepAlive(t, r, cfg, l)
 	time.Sleep(200 * time.Millisecond) // let it start watching
 
@@ -196,10 +193,7 @@ func TestKeepAliveFollowsToReservationAndBack(t *testing.T) {
 	r, cli := testRegistry(t)
 	ctx := testCtx(t, 30*time.Second)
 	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
-	l, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 	changes, _ := keepAlive(t, r, cfg, l)
 	time.Sleep(200 * time.Millisecond) // let it start watching
 

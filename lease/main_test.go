@@ -99,3 +99,14 @@ func nodeAttrs(i int) Attrs {
 		VtepMAC:     net.HardwareAddr{0xd6, 0x51, 0x2e, 0x80, byte(i >> 8), byte(i)},
 	}
 }
+
+// mustAcquire acquires a lease for attrs under cfg (no previous subnet, an
+// hour's TTL) or fails the test.
+func mustAcquire(t testing.TB, ctx context.Context, r *Registry, cfg *Config, attrs Attrs) *Lease {
+	t.Helper()
+	l, err := r.Acquire(ctx, cfg, attrs, netip.Prefix{}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -171,10 +171,7 @@ func TestWatchEventLeaseFields(t *testing.T) {
 	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
 	log := runWatch(t, r)
 	time.Sleep(100 * time.Millisecond)
-	l, err := r.Acquire(ctx, cfg, nodeAttrs(1), netip.Prefix{}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
 	ev := <-log.ch
 	if ev.Type != Added || ev.Lease.Subnet != l.Subnet || ev.Lease.LeaseID != l.LeaseID || !ev.Lease.Attrs.Equal(l.Attrs) {
 		t.Fatalf("event %+v, want Added for %+v", ev, l)

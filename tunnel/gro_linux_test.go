@@ -729,14 +729,15 @@ func fixPacket(p []byte) {
 	binary.BigEndian.PutUint16(l4[off:], ^refFold(refSum(refPseudo(p, proto, len(l4)))+refSum(l4)))
 }
 
-// groOf is the writer behind an offload device.
-func groOf(t testing.TB, d Device) *groWriter {
+// offloadOf is d as the offload device it must be (its reader rd, its
+// writer gro).
+func offloadOf(t testing.TB, d Device) *offloadDevice {
 	t.Helper()
 	od, ok := d.(*offloadDevice)
 	if !ok {
 		t.Fatalf("device is a %T, not an offload device", d)
 	}
-	return od.gro
+	return od
 }
 
 // snmp reads a counter (say "Udp", "InCsumErrors") from the namespace's
@@ -811,7 +812,7 @@ func (c groCounts) minus(d groCounts) groCounts {
 // the kernel counts one checksum error and delivers the rest.
 func TestGROWriteUDP(t *testing.T) {
 	r := newOffloadRigAddrs(t, 1, netip.PrefixFrom(tunAddr, 24), netip.MustParsePrefix("fd99::1/64"))
-	w := groOf(t, r.devs[0])
+	w := offloadOf(t, r.devs[0]).gro
 	if !w.udp {
 		t.Skip("kernel without USO: UDP is not coalesced")
 	}
@@ -917,7 +918,7 @@ func TestGROWriteUDP(t *testing.T) {
 // socket) with a corrupt one in the middle.
 func TestGROWriteTCPChecksumError(t *testing.T) {
 	r := newOffloadRig(t, 1)
-	w := groOf(t, r.devs[0])
+	w := offloadOf(t, r.devs[0]).gro
 	segs := flow(netip.AddrPortFrom(peerAddr, 5555), netip.AddrPortFrom(tunAddr, 9), false, 9, 1000)
 	bufs := packets(t, segs)
 	bufs[4][headroom+36] ^= 0x10 // TCP checksum
@@ -1013,7 +1014,7 @@ func TestGROTCPThroughTwoTUNs(t *testing.T) {
 	data := make([]byte, 10<<20)
 	rand.NewChaCha8([32]byte{1}).Read(data)
 	want := sha256.Sum256(data)
-	wb, ra := groOf(t, b.devs[0]), readerOf(t, a.devs[0])
+	wb, ra := offloadOf(t, b.devs[0]).gro, offloadOf(t, a.devs[0]).rd
 	for _, dst := range []string{"10.98.1.1", "fd98:1::1"} {
 		t.Run(dst, func(t *testing.T) {
 			errsBefore := snmp(t, b.ns, "Tcp", "InCsumErrors")

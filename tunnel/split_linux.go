@@ -125,9 +125,7 @@ func (r *tunReader) recv(fd uintptr) bool {
 // try is recv that never parks: a device still empty after waitRead's
 // yields sets r.again. The yields let the sender add to a batch.
 func (r *tunReader) try(fd uintptr) bool {
-	var done bool
-	r.n, r.errno, done = waitRead(unix.SYS_READ, fd, unsafe.Pointer(&r.buf[0]), len(r.buf), r.yields)
-	r.again = !done
+	r.again = !r.recv(fd)
 	return true
 }
 

@@ -604,16 +604,6 @@ func FuzzSplit(f *testing.F) {
 	})
 }
 
-// readerOf is the reader behind an offload device.
-func readerOf(t testing.TB, d Device) *tunReader {
-	t.Helper()
-	od, ok := d.(*offloadDevice)
-	if !ok {
-		t.Fatalf("device is a %T, not an offload device", d)
-	}
-	return od.rd
-}
-
 // wireguardTUN is wireguard-go's device on a duplicate of d's file
 // descriptor, the same queue, to compare ours with. It asks for the same
 // offloads.
@@ -621,7 +611,7 @@ func wireguardTUN(t testing.TB, d Device) wgtun.Device {
 	t.Helper()
 	var fd int
 	var err error
-	if cerr := readerOf(t, d).raw.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+	if cerr := offloadOf(t, d).rd.raw.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
 		t.Fatal(cerr)
 	}
 	if err != nil {
@@ -710,10 +700,10 @@ func toPort(p []byte, port uint16) bool {
 func TestOffloadReadUSO(t *testing.T) {
 	r := newOffloadRigAddrs(t, 1, netip.PrefixFrom(tunAddr, 24), netip.MustParsePrefix("fd99::1/64"))
 	d := r.devs[0]
-	if !groOf(t, d).udp {
+	if !offloadOf(t, d).gro.udp {
 		t.Skip("kernel without USO: UDP is not segmented by the device")
 	}
-	rd := readerOf(t, d)
+	rd := offloadOf(t, d).rd
 	for _, c := range []struct {
 		src, dst netip.Addr
 	}{{tunAddr, peerAddr}, {netip.MustParseAddr("fd99::1"), netip.MustParseAddr("fd99::2")}} {
@@ -891,7 +881,7 @@ func TestOffloadReadDoesNotAllocate(t *testing.T) {
 	}
 	r := newOffloadRig(t, 1)
 	d := r.devs[0]
-	if !groOf(t, d).udp {
+	if !offloadOf(t, d).gro.udp {
 		t.Skip("kernel without USO: no UDP super-packets to read")
 	}
 	s := usoSender(t, r.ns, tunAddr, netip.AddrPortFrom(peerAddr, 4323), 1400)
@@ -945,7 +935,7 @@ func BenchmarkSplit(b *testing.B) {
 func BenchmarkOffloadRead(b *testing.B) {
 	r := newOffloadRig(b, 1)
 	d := r.devs[0]
-	if !groOf(b, d).udp {
+	if !offloadOf(b, d).gro.udp {
 		b.Skip("kernel without USO")
 	}
 	s := usoSender(b, r.ns, tunAddr, netip.AddrPortFrom(peerAddr, 4324), 1400)

@@ -20,6 +20,10 @@ type Counters struct {
 	WriteErrors   atomic.Uint64 // packets the TUN device refused
 	ReadErrors    atomic.Uint64 // failed reads on either side (not counting shutdown)
 	TUNDropped    atomic.Uint64 // packets the TUN device dropped on read (tunnel.DropCounter)
+	// BadChecksum counts inner TCP and UDP packets dropped on the way to
+	// the TUN device because their checksum is wrong, where the kernel
+	// would have dropped them (tunnel.BadChecksumCounter).
+	BadChecksum atomic.Uint64
 
 	Encap [encap.NumReasons]atomic.Uint64 // TUN packets dropped, by reason
 	Decap [encap.NumReasons]atomic.Uint64 // datagrams dropped, by reason
@@ -45,6 +49,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 	put("write-errors", c.WriteErrors.Load())
 	put("read-errors", c.ReadErrors.Load())
 	put("tun-dropped", c.TUNDropped.Load())
+	put("decap-bad-checksum", c.BadChecksum.Load())
 	for r := encap.Reason(1); r < encap.NumReasons; r++ {
 		put("encap-"+r.String(), c.Encap[r].Load())
 		put("decap-"+r.String(), c.Decap[r].Load())
@@ -54,7 +59,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 
 // Drops returns the total of every drop counter.
 func (c *Counters) Drops() uint64 {
-	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load()
+	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load() + c.BadChecksum.Load()
 	for r := range c.Encap {
 		n += c.Encap[r].Load() + c.Decap[r].Load()
 	}

@@ -326,6 +326,8 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 	sizes := make([]int, batch)
 	from := make([]netip.AddrPort, batch)
 	out := make([][]byte, 0, batch)
+	bad, _ := q.Dev.(tunnel.BadChecksumCounter)
+	var badSeen uint64 // what bad said last time
 	read := func() (int, error) { return q.Underlay.Read(bufs, sizes, from) }
 	if vr, ok := q.Underlay.(tunnel.ViewReader); ok {
 		read = func() (int, error) {
@@ -357,16 +359,25 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		for _, b := range out {
 			bytes += uint64(len(b) - encap.HeaderLen)
 		}
-		written, err := q.Dev.Write(out, encap.HeaderLen)
+		taken, err := q.Dev.Write(out, encap.HeaderLen)
+		written := taken
+		if bad != nil {
+			// Taken, but dropped for a wrong checksum: not written.
+			if b := bad.BadChecksums(); b != badSeen {
+				f.BadChecksum.Add(b - badSeen)
+				written -= int(min(b-badSeen, uint64(taken)))
+				badSeen = b
+			}
+		}
 		if written < len(out) {
-			// Write says how many, not which, failed; count their
-			// share.
+			// Write says how many, not which, failed or were dropped;
+			// count their share.
 			bytes = bytes * uint64(written) / uint64(len(out))
 		}
 		f.RxBytes.Add(bytes)
 		f.RxPackets.Add(uint64(written))
 		if err != nil {
-			if stop, err := f.writeFailed(ctx, "tun", err, len(out)-written, &f.WriteErrors); stop {
+			if stop, err := f.writeFailed(ctx, "tun", err, len(out)-taken, &f.WriteErrors); stop {
 				return err
 			}
 		}

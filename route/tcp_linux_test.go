@@ -76,6 +76,15 @@ type checkedDevice struct {
 	bad      []string
 }
 
+// BadChecksums passes the device's count on (tunnel.BadChecksumCounter),
+// which the embedded interface alone would hide from the forwarder.
+func (d *checkedDevice) BadChecksums() uint64 {
+	if c, ok := d.Device.(tunnel.BadChecksumCounter); ok {
+		return c.BadChecksums()
+	}
+	return 0
+}
+
 func (d *checkedDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := d.Device.Read(bufs, sizes, offset)
 	if int64(n) > d.maxBatch.Load() {
@@ -144,6 +153,64 @@ func ipv4HeaderChecksum(h []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// start opens n's TUN device (vxt0, with the address n.tunAddr/32, MTU
+// mtu and a route to 172.16.0.0/16) and underlay sockets as c says, and
+// runs its forwarder until ctx ends (wg waits for it). The peers are
+// for the caller to put in n.table.
+func (n *tcpNode) start(ctx context.Context, t *testing.T, wg *sync.WaitGroup, c tcpCase, mtu int) {
+	t.Helper()
+	var devs []tunnel.Device
+	var uls []*tunnel.UDP
+	inNetns(t, n.ns, func() {
+		var backend string
+		var err error
+		devs, backend, err = tunnel.OpenTUN("vxt0", tunnel.TUNOptions{Backend: c.backend, Queues: c.queues})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if backend != c.backend {
+			t.Fatalf("OpenTUN gave backend %s, want %s", backend, c.backend)
+		}
+		if uls, err = tunnel.ListenUDPQueues(netip.AddrPortFrom(n.under, 8472), len(devs), c.udp); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if len(devs) != c.queues {
+		t.Fatalf("%d queues, want %d", len(devs), c.queues)
+	}
+	run(t, "ip", "-n", n.name, "link", "set", "vxt0", "mtu", fmt.Sprint(mtu), "up")
+	run(t, "ip", "-n", n.name, "addr", "add", n.tunAddr.String()+"/32", "dev", "vxt0")
+	run(t, "ip", "-n", n.name, "route", "add", "172.16.0.0/16", "dev", "vxt0", "src", n.tunAddr.String())
+
+	var err error
+	if n.table, err = NewTable(1, n.vtep); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := encap.NewDecoder(1, n.vtep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qs []Queue
+	for i := range devs {
+		cd := &checkedDevice{Device: devs[i], mtu: mtu}
+		n.checks = append(n.checks, cd)
+		qs = append(qs, Queue{Dev: cd, Underlay: uls[i]})
+	}
+	if c.udp == (tunnel.UDPOptions{}) {
+		if gso, gro := uls[0].Offloads(); !gso || !gro {
+			t.Logf("kernel without UDP offloads: GSO %v, GRO %v", gso, gro)
+		}
+	}
+	n.fwd = NewForwarderQueues(qs, n.table, dec, nil)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := n.fwd.Run(ctx); err != nil {
+			t.Errorf("forwarder %s: %v", n.name, err)
+		}
+	}()
+}
+
 // tcpCase is one way of running the data plane.
 type tcpCase struct {
 	name    string
@@ -193,56 +260,7 @@ func testTCPThroughForwarders(t *testing.T, c tcpCase) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() }) // forwarders stop before namespaces go
 	for _, n := range []*tcpNode{a, b} {
-		var devs []tunnel.Device
-		var uls []*tunnel.UDP
-		inNetns(t, n.ns, func() {
-			var backend string
-			var err error
-			devs, backend, err = tunnel.OpenTUN("vxt0", tunnel.TUNOptions{Backend: c.backend, Queues: c.queues})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if backend != c.backend {
-				t.Fatalf("OpenTUN gave backend %s, want %s", backend, c.backend)
-			}
-			if uls, err = tunnel.ListenUDPQueues(netip.AddrPortFrom(n.under, 8472), len(devs), c.udp); err != nil {
-				t.Fatal(err)
-			}
-		})
-		if len(devs) != c.queues {
-			t.Fatalf("%d queues, want %d", len(devs), c.queues)
-		}
-		run(t, "ip", "-n", n.name, "link", "set", "vxt0", "mtu", fmt.Sprint(mtu), "up")
-		run(t, "ip", "-n", n.name, "addr", "add", n.tunAddr.String()+"/32", "dev", "vxt0")
-		run(t, "ip", "-n", n.name, "route", "add", "172.16.0.0/16", "dev", "vxt0", "src", n.tunAddr.String())
-
-		var err error
-		if n.table, err = NewTable(1, n.vtep); err != nil {
-			t.Fatal(err)
-		}
-		dec, err := encap.NewDecoder(1, n.vtep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var qs []Queue
-		for i := range devs {
-			cd := &checkedDevice{Device: devs[i], mtu: mtu}
-			n.checks = append(n.checks, cd)
-			qs = append(qs, Queue{Dev: cd, Underlay: uls[i]})
-		}
-		if c.udp == (tunnel.UDPOptions{}) {
-			if gso, gro := uls[0].Offloads(); !gso || !gro {
-				t.Logf("kernel without UDP offloads: GSO %v, GRO %v", gso, gro)
-			}
-		}
-		n.fwd = NewForwarderQueues(qs, n.table, dec, nil)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := n.fwd.Run(ctx); err != nil {
-				t.Errorf("forwarder %s: %v", n.name, err)
-			}
-		}()
+		n.start(ctx, t, &wg, c, mtu)
 	}
 	for _, p := range [][2]*tcpNode{{a, b}, {b, a}} {
 		if err := p[0].table.Set(p[1].subnet, netip.AddrPortFrom(p[1].under, 8472), p[1].vtep); err != nil {

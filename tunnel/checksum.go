@@ -140,3 +140,19 @@ func csumCopy(dst, src []byte, acc uint64) uint64 {
 	copy(dst[i:], src[i:])
 	return csumAdd(acc+c, src[i:])
 }
+
+// checksumPending says whether the TCP or UDP checksum field of l4 (the
+// header and payload; the field at csumOff) holds the pseudo-header sum,
+// folded, not inverted: what a sender writes when it leaves the checksum
+// to a device (CHECKSUM_PARTIAL) and what the device completes by adding
+// the header and payload. addrs are the source and destination address
+// as in the IP header.
+//
+// A complete checksum c can equal that sum too, for about one packet in
+// 65536. Such a packet is both: finishing it as pending adds the header
+// and payload sum D to c = fold(pseudo), giving ~fold(pseudo+D), which
+// is c. So whatever reads it as pending, a device finishing it or a
+// kernel trusting it, gets the right result.
+func checksumPending(l4, addrs []byte, proto uint8, csumOff int) bool {
+	return binary.BigEndian.Uint16(l4[csumOff:]) == csumFold(pseudoHeaderSum(addrs, proto, len(l4)))
+}

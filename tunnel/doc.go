@@ -87,10 +87,31 @@
 // scratch, the payloads straight from the caller's buffers. Its checksum
 // field holds the pseudo-header sum (NEEDS_CSUM), so the kernel's TCP or
 // UDP takes it as checked; that is why a segment joins a run only if its
-// own checksums are right. Anything else (a lone segment, a SYN, a bad
-// checksum, ICMP) is written as it is behind an all-zero virtio-net
-// header, for the kernel to check. A coalesced packet the kernel refuses
-// is written again a segment at a time.
+// own checksums are right, or pending. Anything else (a lone segment, a
+// SYN, ICMP) is written as it is behind an all-zero virtio-net header,
+// for the kernel to check, but for two kinds of TCP or UDP packet that
+// a kernel sender on the same host or hypervisor produces:
+//
+//   - A checksum still pending: the field holds the pseudo-header sum,
+//     as Linux leaves it for a device to finish (CHECKSUM_PARTIAL), and
+//     nothing on a path of veths or virtio-net finishes it; the kernel's
+//     vxlan sends IPv4 with an outer UDP checksum of 0 and its receiver
+//     trusts such a packet. Write hands it on marked NEEDS_CSUM, with
+//     where its checksum starts and lies, as the kernel would have kept
+//     it, instead of letting the receiving socket drop it as corrupt.
+//     A computed checksum that happens to equal the pseudo-header sum is
+//     right either way (see checksumPending).
+//   - A TCP packet bigger than the MTU: a sender's TSO packet crosses the
+//     kernel's vxlan and the veths whole, and arrives as one datagram of
+//     up to 64 KB. Write asks the kernel to cut it into MTU-size
+//     segments (GSO) on its way on.
+//
+// A TCP or UDP packet whose checksum is wrong, and not pending, is
+// dropped and counted (BadChecksumCounter): the kernel would drop it too,
+// but in the receiving pod, out of the node's sight. The water device,
+// with no virtio-net header, finishes pending checksums and cuts big TCP
+// packets itself. A coalesced packet the kernel refuses is written again
+// a segment at a time.
 //
 // A Read blocks until at least one packet is there and returns as many as
 // are ready, up to len(bufs) and BatchSize(); it does not wait to fill a

@@ -210,9 +210,9 @@ func packets(t testing.TB, segs []*seg) [][]byte {
 // groOutput is one packet a groWriter would write: its virtio-net header
 // and the IP packet, gathered from the iovecs as the kernel would.
 type groOutput struct {
-	vnet [VirtioNetHdrLen]byte
-	pkt  []byte
-	n    int // of the caller's packets
+	vnet     [VirtioNetHdrLen]byte
+	pkt      []byte
+	first, n int // of the caller's packets
 }
 
 // planOutputs runs plan over all of bufs (in MaxBatch chunks, as write
@@ -231,6 +231,7 @@ func planOutputs(w *groWriter, bufs [][]byte, offset int) []groOutput {
 			var o groOutput
 			copy(o.vnet[:], all)
 			o.pkt, o.n = all[VirtioNetHdrLen:], w.outs[k].n
+			o.first = base + w.outs[k].first
 			outs = append(outs, o)
 		}
 		base += used
@@ -242,8 +243,8 @@ func planOutputs(w *groWriter, bufs [][]byte, offset int) []groOutput {
 // as segments (tcp_gso_segment, __udp_gso_segment): cut the payload into
 // gso_size pieces, each behind a copy of the header with its lengths,
 // sequence number, IPv4 ID and checksums made right, PSH only on the
-// last. A plain packet comes back as it is. It fails the test on a header
-// the kernel would refuse.
+// last. A plain packet, or one that is only NEEDS_CSUM, comes back as it
+// is. It fails the test on a header the kernel would refuse.
 func resegment(t testing.TB, o groOutput) [][]byte {
 	t.Helper()
 	ne := binary.NativeEndian
@@ -262,7 +263,26 @@ func resegment(t testing.TB, o groOutput) [][]byte {
 	if v4 {
 		iphl = 20
 	}
-	tcp := gso == virtioGSOTCPv4 || gso == virtioGSOTCPv6
+	if gso == 0 {
+		// A packet alone whose checksum is pending: the field must hold
+		// the pseudo-header sum, where the header says.
+		proto, off := p[6], 16
+		if v4 {
+			proto = p[9]
+		}
+		if proto == 17 {
+			off = 6
+		}
+		if flags != virtioNeedsCsum || csumStart != iphl || csumOff != off || hdrLen > len(p) || !refPending(p) {
+			t.Fatalf("bad virtio-net header % x for a pending packet of %d bytes", o.vnet, len(p))
+		}
+		return [][]byte{p}
+	}
+	tcp := gso&^virtioGSOECN == virtioGSOTCPv4 || gso&^virtioGSOECN == virtioGSOTCPv6
+	if gso&virtioGSOECN != 0 && p[iphl+13]&tcpFlagCWR == 0 {
+		t.Fatalf("GSO type % x with ECN, but no CWR", gso)
+	}
+	gso &^= virtioGSOECN
 	switch {
 	case flags != virtioNeedsCsum, csumStart != iphl, hdrLen > len(p), gsoSize == 0,
 		tcp && csumOff != 16, !tcp && (gso != virtioGSOUDPL4 || csumOff != 6),
@@ -305,7 +325,10 @@ func resegment(t testing.TB, o groOutput) [][]byte {
 		if tcp {
 			binary.BigEndian.PutUint32(l4[4:], binary.BigEndian.Uint32(hdr[iphl+4:])+uint32(k*gsoSize))
 			if len(pay) > 0 {
-				l4[13] &^= tcpFlagP
+				l4[13] &^= tcpFlagP | tcpFlagF
+			}
+			if k > 0 {
+				l4[13] &^= tcpFlagCWR
 			}
 		} else {
 			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
@@ -345,15 +368,34 @@ func normalize(pkt []byte) []byte {
 }
 
 // checkOutputs checks that outs, resegmented, are exactly the packets of
-// bufs (past offset), in order, and that every coalesced segment had valid
-// checksums; it returns how many packets each output holds.
+// bufs (past offset), in order, but for packets dropped for a checksum
+// that is wrong (and not pending), and that every coalesced segment had
+// valid or pending checksums; it returns how many packets each output
+// holds, with a 0 for each packet dropped.
 func checkOutputs(t testing.TB, outs []groOutput, bufs [][]byte, offset int) []int {
 	t.Helper()
 	var runs []int
 	i := 0
+	dropped := func(end int) {
+		for ; i < end; i++ {
+			if in := bufs[i][offset:]; refVerify(in) || refPending(in) {
+				t.Fatalf("input %d was dropped, but its checksums are right or pending", i)
+			}
+			runs = append(runs, 0)
+		}
+	}
 	for k, o := range outs {
+		dropped(o.first)
 		runs = append(runs, o.n)
 		segs := resegment(t, o)
+		if o.n == 1 && len(segs) > 1 {
+			// A big packet alone, for the kernel to cut.
+			if got := joinSegments(segs); !bytes.Equal(normalize(got), normalize(bufs[i][offset:])) {
+				t.Fatalf("output %d: big packet, cut and put together again, differs from input %d", k, i)
+			}
+			i++
+			continue
+		}
 		if o.n == 1 {
 			if len(segs) != 1 || i >= len(bufs) {
 				t.Fatalf("output %d: a plain packet that is not one of the inputs", k)
@@ -376,16 +418,75 @@ func checkOutputs(t testing.TB, outs []groOutput, bufs [][]byte, offset int) []i
 			if !bytes.Equal(normalize(s), normalize(in)) {
 				t.Fatalf("output %d: segment %d differs from input %d:\n got % x\nwant % x", k, j, i+j, s, in)
 			}
-			if !refVerify(in) {
+			if !refVerify(in) && !refPending(in) {
 				t.Fatalf("output %d: input %d has a bad checksum but was coalesced", k, i+j)
 			}
 		}
 		i += o.n
 	}
-	if i != len(bufs) {
-		t.Fatalf("outputs hold %d packets, input had %d", i, len(bufs))
-	}
+	dropped(len(bufs))
 	return runs
+}
+
+// joinSegments puts the TCP segments the kernel would cut from a big
+// packet back together: the first one's header with the total length and
+// the flags of the whole, then every payload.
+func joinSegments(segs [][]byte) []byte {
+	p := slices.Clone(segs[0])
+	iphl := 40
+	if p[0]>>4 == 4 {
+		iphl = 20
+	}
+	hl := iphl + int(p[iphl+12]>>4)*4
+	for _, s := range segs[1:] {
+		p = append(p, s[hl:]...)
+	}
+	last := segs[len(segs)-1]
+	p[iphl+13] = last[iphl+13] | segs[0][iphl+13]&tcpFlagCWR
+	if iphl == 20 {
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		p[10], p[11] = 0, 0
+		binary.BigEndian.PutUint16(p[10:], ^refFold(refSum(p[:20])))
+	} else {
+		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+	}
+	return p
+}
+
+// refPending says whether p's TCP or UDP checksum field holds the
+// pseudo-header sum (a checksum left to offload), with a right IPv4
+// header checksum.
+func refPending(p []byte) bool {
+	iphl, proto := 40, p[6]
+	if p[0]>>4 == 4 {
+		iphl, proto = 20, p[9]
+		if refFold(refSum(p[:20])) != 0xffff {
+			return false
+		}
+	}
+	off := 16
+	if proto == 17 {
+		off = 6
+	}
+	if len(p) < iphl+off+2 {
+		return false
+	}
+	return binary.BigEndian.Uint16(p[iphl+off:]) == refFold(refSum(refPseudo(p, proto, len(p)-iphl)))
+}
+
+// pend makes the checksum of the packet p (behind the headroom) pending:
+// the pseudo-header sum, as a sender that leaves it to offload writes it.
+func pend(p []byte) {
+	p = p[headroom:]
+	iphl, proto := 40, p[6]
+	if p[0]>>4 == 4 {
+		iphl, proto = 20, p[9]
+	}
+	off := iphl + 16
+	if proto == 17 {
+		off = iphl + 6
+	}
+	binary.BigEndian.PutUint16(p[off:], refFold(refSum(refPseudo(p, proto, len(p)-iphl))))
 }
 
 // refVerify checks an IP packet's IPv4 header and TCP or UDP checksum the
@@ -424,6 +525,7 @@ func TestGROPlan(t *testing.T) {
 		edit  func(s []*seg)      // before serializing
 		post  func(pkts [][]byte) // after, on the packets behind the headroom
 		noUSO bool                // the writer's kernel has no USO
+		mtu   int                 // the device's, if not unknown
 		want  []int               // packets per output
 	}
 	ipv4 := func(i int, p [][]byte) []byte { return p[i][headroom:] }
@@ -492,10 +594,31 @@ func TestGROPlan(t *testing.T) {
 		{name: "ECE", segs: tcp4(3, 1000), edit: func(s []*seg) { s[1].tcp.ECE = true }, want: []int{1, 1, 1}},
 		{name: "no ACK", segs: tcp4(3, 1000), edit: func(s []*seg) { s[1].tcp.ACK = false }, want: []int{1, 1, 1}},
 		{name: "pure ACKs", segs: tcp4(3, 0), want: []int{1, 1, 1}},
-		{name: "bad TCP checksum in the middle", segs: tcp4(5, 1000), post: func(p [][]byte) { p[2][headroom+36] ^= 1 }, want: []int{2, 1, 2}},
-		{name: "bad TCP checksum first", segs: tcp6(3, 1000), post: func(p [][]byte) { p[0][len(p[0])-1] ^= 0x80 }, want: []int{1, 2}},
-		{name: "bad payload last", segs: tcp4(3, 1000), post: func(p [][]byte) { p[2][len(p[2])-5]++ }, want: []int{2, 1}},
-		{name: "bad IPv4 header checksum", segs: tcp4(3, 1000), post: func(p [][]byte) { ipv4(1, p)[10]++ }, want: []int{1, 1, 1}},
+		{name: "bad TCP checksum in the middle", segs: tcp4(5, 1000), post: func(p [][]byte) { p[2][headroom+36] ^= 1 }, want: []int{2, 0, 2}},
+		{name: "bad TCP checksum first", segs: tcp6(3, 1000), post: func(p [][]byte) { p[0][len(p[0])-1] ^= 0x80 }, want: []int{0, 2}},
+		{name: "bad payload last", segs: tcp4(3, 1000), post: func(p [][]byte) { p[2][len(p[2])-5]++ }, want: []int{2, 0}},
+		{name: "bad IPv4 header checksum", segs: tcp4(3, 1000), post: func(p [][]byte) { ipv4(1, p)[10]++ }, want: []int{1, 0, 1}},
+		{name: "bad pure ACK", segs: tcp4(2, 0), post: func(p [][]byte) { p[1][headroom+36]++ }, want: []int{1, 0}},
+		{name: "bad SYN", segs: tcp6(1, 0), edit: func(s []*seg) { s[0].tcp.SYN = true }, post: func(p [][]byte) { p[0][headroom+56]++ }, want: []int{0}},
+		{name: "pending TCP checksums run", segs: tcp4(4, 1000), post: func(p [][]byte) { pend(p[0]); pend(p[1]); pend(p[3]) }, want: []int{4}},
+		{name: "pending TCP6 checksums run", segs: tcp6(3, 1000), post: func(p [][]byte) {
+			for _, x := range p {
+				pend(x)
+			}
+		}, want: []int{3}},
+		{name: "pending TCP alone", segs: tcp4(1, 1000), post: func(p [][]byte) { pend(p[0]) }, want: []int{1}},
+		{name: "pending SYN", segs: tcp4(1, 0), edit: func(s []*seg) { s[0].tcp.SYN = true }, post: func(p [][]byte) { pend(p[0]) }, want: []int{1}},
+		{name: "pending pure ACKs", segs: tcp6(2, 0), post: func(p [][]byte) { pend(p[0]); pend(p[1]) }, want: []int{1, 1}},
+		{name: "pending, corrupt IPv4 header", segs: tcp4(2, 100), post: func(p [][]byte) { pend(p[1]); ipv4(1, p)[8]-- }, want: []int{1, 0}},
+		{name: "pending UDP run", segs: udp4(3, 1200), post: func(p [][]byte) { pend(p[0]); pend(p[1]); pend(p[2]) }, want: []int{3}},
+		{name: "big TCP pending", segs: tcp4(3, 9000), mtu: 1500, post: func(p [][]byte) { pend(p[1]) }, want: []int{1, 1, 1}},
+		{name: "big TCP6 pending, CWR", segs: tcp6(1, 20000), mtu: 1500, edit: func(s []*seg) { s[0].tcp.CWR = true }, post: func(p [][]byte) { pend(p[0]) }, want: []int{1}},
+		{name: "big TCP pending, FIN and PSH", segs: tcp4(1, 60000), mtu: 1450, edit: func(s []*seg) { s[0].tcp.FIN, s[0].tcp.PSH = true, true }, post: func(p [][]byte) { pend(p[0]) }, want: []int{1}},
+		{name: "big TCP with a complete checksum", segs: tcp4(2, 4000), mtu: 1500, want: []int{1, 1}},
+		{name: "big TCP with a bad checksum", segs: tcp6(2, 4000), mtu: 1500, post: func(p [][]byte) { p[0][headroom+100]++ }, want: []int{0, 1}},
+		{name: "MTU-size TCP is not big", segs: tcp4(3, 1448), mtu: 1500, want: []int{3}},
+		{name: "big UDP goes plain", segs: udp4(2, 3000), mtu: 1500, want: []int{1, 1}},
+		{name: "pending UDP alone without USO", segs: udp6(2, 1200), noUSO: true, post: func(p [][]byte) { pend(p[1]) }, want: []int{1, 1}},
 		{name: "IPv4 length short of the buffer", segs: tcp4(3, 1000), post: func(p [][]byte) {
 			binary.BigEndian.PutUint16(ipv4(2, p)[2:], 1000)
 			fixIPv4(ipv4(2, p))
@@ -514,7 +637,7 @@ func TestGROPlan(t *testing.T) {
 			}
 		}, want: []int{3}},
 		{name: "udp6 checksum 0", segs: udp6(3, 1200), post: func(p [][]byte) { p[1][headroom+46], p[1][headroom+47] = 0, 0 }, want: []int{1, 1, 1}},
-		{name: "bad UDP checksum", segs: udp6(4, 1200), post: func(p [][]byte) { p[2][headroom+46]++ }, want: []int{2, 1, 1}},
+		{name: "bad UDP checksum", segs: udp6(4, 1200), post: func(p [][]byte) { p[2][headroom+46]++ }, want: []int{2, 0, 1}},
 		{name: "udp other port", segs: udp4(3, 100), edit: func(s []*seg) { s[2].udp.SrcPort++ }, want: []int{2, 1}},
 		{name: "udp 64 datagrams at most", segs: udp4(70, 100), want: []int{64, 6}},
 		{name: "empty udp", segs: udp4(3, 0), want: []int{1, 1, 1}},
@@ -532,7 +655,8 @@ func TestGROPlan(t *testing.T) {
 			for i, b := range bufs {
 				orig[i] = slices.Clone(b)
 			}
-			w := newGROWriter("test", nil, !c.noUSO)
+			w := newGROWriter("test", nil, !c.noUSO, nil)
+			w.mtu = c.mtu
 			outs := planOutputs(w, bufs, headroom)
 			if got := checkOutputs(t, outs, bufs, headroom); !slices.Equal(got, c.want) {
 				t.Errorf("packets per output %v, want %v", got, c.want)
@@ -555,7 +679,7 @@ func TestGROPlan(t *testing.T) {
 			withHeadroom(bytes.Repeat([]byte{0x60}, 39)),
 			good[0], good[1],
 		}
-		w := newGROWriter("test", nil, true)
+		w := newGROWriter("test", nil, true, nil)
 		outs := planOutputs(w, bufs, headroom)
 		if got := checkOutputs(t, outs, bufs, headroom); !slices.Equal(got, []int{1, 1, 1, 1, 1, 2}) {
 			t.Errorf("packets per output %v", got)
@@ -579,7 +703,7 @@ func TestGROHeader(t *testing.T) {
 					segs[2].tcp.PSH = true
 				}
 				bufs := packets(t, segs)
-				w := newGROWriter("test", nil, true)
+				w := newGROWriter("test", nil, true, nil)
 				outs := planOutputs(w, bufs, headroom)
 				if len(outs) != 1 {
 					t.Fatalf("%d outputs, want 1", len(outs))
@@ -631,7 +755,7 @@ func TestGROPlanDoesNotAllocate(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	bufs := packets(t, flow(netip.AddrPortFrom(groPeer4, 5555), netip.AddrPortFrom(groSelf4, 80), false, 64, 1400))
-	w := newGROWriter("test", nil, true)
+	w := newGROWriter("test", nil, true, nil)
 	allocs := testing.AllocsPerRun(50, func() {
 		w.plan(bufs, headroom)
 		for k := range w.nouts {
@@ -689,7 +813,7 @@ func FuzzGROWrite(f *testing.F) {
 		for i, b := range bufs {
 			orig[i] = slices.Clone(b)
 		}
-		w := newGROWriter("fuzz", nil, udp)
+		w := newGROWriter("fuzz", nil, udp, nil)
 		checkOutputs(t, planOutputs(w, bufs, off), bufs, off)
 		for i := range bufs {
 			if !bytes.Equal(bufs[i], orig[i]) {
@@ -866,9 +990,9 @@ func TestGROWriteUDP(t *testing.T) {
 		bufs := packets(t, segs)
 		bufs[5][len(bufs[5])-1] ^= 0xff
 		errsBefore := snmp(t, r.ns, "Udp", "InCsumErrors")
-		before := countsOf(w)
+		before, badBefore := countsOf(w), w.badChecksum.Load()
 		if n, err := r.devs[0].Write(bufs, headroom); n != len(bufs) || err != nil {
-			t.Fatalf("Write = %d, %v; want %d (the kernel takes the bad one, then drops it)", n, err, len(bufs))
+			t.Fatalf("Write = %d, %v; want %d (the bad one dropped, and taken)", n, err, len(bufs))
 		}
 		var want [][]byte
 		for i, s := range segs {
@@ -877,45 +1001,74 @@ func TestGROWriteUDP(t *testing.T) {
 			}
 		}
 		receiveAll(t, r.recver, want)
-		if d := countsOf(w).minus(before); d != (groCounts{writevs: 3, coalesced: 2, merged: 9}) {
-			t.Errorf("writer counts %+v; want 0-4 and 6-9 coalesced, 5 alone", d)
+		if d := countsOf(w).minus(before); d != (groCounts{writevs: 2, coalesced: 2, merged: 9}) {
+			t.Errorf("writer counts %+v; want 0-4 and 6-9 coalesced, 5 dropped", d)
 		}
-		if d := snmp(t, r.ns, "Udp", "InCsumErrors") - errsBefore; d != 1 {
-			t.Errorf("Udp InCsumErrors went up by %d, want 1", d)
+		if d := w.badChecksum.Load() - badBefore; d != 1 {
+			t.Errorf("writer counted %d bad checksums, want 1", d)
+		}
+		if d := snmp(t, r.ns, "Udp", "InCsumErrors") - errsBefore; d != 0 {
+			t.Errorf("Udp InCsumErrors went up by %d: the bad datagram reached the kernel", d)
 		}
 	})
 
-	t.Run("refused run goes one by one", func(t *testing.T) {
-		segs := flow(netip.AddrPortFrom(peerAddr, 7777), r.recver.LocalAddr().(*net.UDPAddr).AddrPort(), true, 5, 1000)
+	t.Run("pending checksums", func(t *testing.T) {
+		// A sender that left its checksums to offload: the kernel takes
+		// them as they are, coalesced or alone, and counts no error.
+		segs := flow(netip.AddrPortFrom(peerAddr, 7777), r.recver.LocalAddr().(*net.UDPAddr).AddrPort(), true, 6, 1000)
+		segs[5].pay = segs[5].pay[:10]
 		bufs := packets(t, segs)
-		before := countsOf(w)
-		w.mu.Lock()
-		w.plan(bufs, headroom)
-		if w.nouts != 1 {
-			w.mu.Unlock()
-			t.Fatalf("%d outputs, want 1", w.nouts)
+		for _, b := range bufs {
+			pend(b)
 		}
-		// A checksum start past the packet: the kernel refuses it (EINVAL).
-		binary.NativeEndian.PutUint16(w.hdrs[0][6:8], 0xfff0)
-		n, err, fatal := w.flush(0)
-		w.mu.Unlock()
-		if n != len(bufs) || err != nil || fatal {
-			t.Fatalf("flush = %d, %v, %v; want all %d written one by one", n, err, fatal, len(bufs))
+		// The 2nd, with a complete checksum, ends the first run: runs
+		// take a segment no longer than the first.
+		bufs[2] = withHeadroom(segs[2].bytes(t))
+		bufs[1] = bufs[1][:len(bufs[1])-1]
+		segs[1].pay = segs[1].pay[:len(segs[1].pay)-1]
+		binary.BigEndian.PutUint16(bufs[1][headroom+2:], uint16(len(bufs[1])-headroom))
+		binary.BigEndian.PutUint16(bufs[1][headroom+24:], uint16(len(bufs[1])-headroom-20))
+		bufs[1][headroom+10], bufs[1][headroom+11] = 0, 0
+		binary.BigEndian.PutUint16(bufs[1][headroom+10:], ^refFold(refSum(bufs[1][headroom:headroom+20])))
+		pend(bufs[1])
+		errsBefore := snmp(t, r.ns, "Udp", "InCsumErrors")
+		before, pendBefore := countsOf(w), w.pending.Load()
+		if n, err := r.devs[0].Write(bufs, headroom); n != len(bufs) || err != nil {
+			t.Fatalf("Write = %d, %v; want %d", n, err, len(bufs))
 		}
 		var want [][]byte
 		for _, s := range segs {
 			want = append(want, s.pay)
 		}
 		receiveAll(t, r.recver, want)
-		if d := countsOf(w).minus(before); d != (groCounts{writevs: 5, refused: 1}) {
-			t.Errorf("writer counts %+v; want one refused run and 5 plain writes", d)
+		if d := countsOf(w).minus(before); d != (groCounts{writevs: 2, coalesced: 2, merged: 6}) {
+			t.Errorf("writer counts %+v; want 0-1 and 2-5 coalesced", d)
+		}
+		if d := w.pending.Load() - pendBefore; d != 0 {
+			t.Errorf("%d packets went alone as pending; want none, all coalesced", d)
+		}
+		if d := snmp(t, r.ns, "Udp", "InCsumErrors") - errsBefore; d != 0 {
+			t.Errorf("Udp InCsumErrors went up by %d", d)
+		}
+		// Alone: a datagram of another flow between two of this one.
+		other := flow(netip.AddrPortFrom(peerAddr, 7778), r.recver.LocalAddr().(*net.UDPAddr).AddrPort(), true, 1, 500)
+		one := withHeadroom(other[0].bytes(t))
+		pend(one)
+		pendBefore = w.pending.Load()
+		if n, err := r.devs[0].Write([][]byte{one}, headroom); n != 1 || err != nil {
+			t.Fatalf("Write = %d, %v; want 1", n, err)
+		}
+		receiveAll(t, r.recver, [][]byte{other[0].pay})
+		if d := w.pending.Load() - pendBefore; d != 1 {
+			t.Errorf("%d packets went alone as pending, want 1", d)
 		}
 	})
 }
 
 // TestGROWriteTCPChecksumError writes a run of TCP segments (to a port no
 // one listens on: the kernel checks checksums before it looks for a
-// socket) with a corrupt one in the middle.
+// socket) with a corrupt one in the middle: the writer drops it, and the
+// kernel never sees it.
 func TestGROWriteTCPChecksumError(t *testing.T) {
 	r := newOffloadRig(t, 1)
 	w := offloadOf(t, r.devs[0]).gro
@@ -927,11 +1080,77 @@ func TestGROWriteTCPChecksumError(t *testing.T) {
 	if n, err := r.devs[0].Write(bufs, headroom); n != len(bufs) || err != nil {
 		t.Fatalf("Write = %d, %v; want %d", n, err, len(bufs))
 	}
-	if d := countsOf(w).minus(before); d != (groCounts{writevs: 3, coalesced: 2, merged: 8}) {
-		t.Errorf("writer counts %+v; want 0-3 and 5-8 coalesced, 4 alone", d)
+	if d := countsOf(w).minus(before); d != (groCounts{writevs: 2, coalesced: 2, merged: 8}) {
+		t.Errorf("writer counts %+v; want 0-3 and 5-8 coalesced, 4 dropped", d)
 	}
-	if d := snmp(t, r.ns, "Tcp", "InCsumErrors") - errsBefore; d != 1 {
-		t.Errorf("Tcp InCsumErrors went up by %d, want 1", d)
+	if got := r.devs[0].(BadChecksumCounter).BadChecksums(); got != 1 {
+		t.Errorf("BadChecksums = %d, want 1", got)
+	}
+	if d := snmp(t, r.ns, "Tcp", "InCsumErrors") - errsBefore; d != 0 {
+		t.Errorf("Tcp InCsumErrors went up by %d: the bad segment reached the kernel", d)
+	}
+}
+
+// TestGROWriteTCPPending writes TCP segments whose checksum is pending,
+// as a kernel sender behind the kernel's vxlan leaves them, to a port no
+// one listens on: the kernel takes each as checked (no checksum error)
+// and answers with a reset, which comes out of the device. One of them is
+// a 20 KB segment, as a sender's TSO packet arrives when it crosses the
+// kernel's vxlan and veths whole: it is cut to the MTU on the way in, and
+// the kernel resets once for it.
+func TestGROWriteTCPPending(t *testing.T) {
+	r := newOffloadRig(t, 1)
+	dev := r.devs[0]
+	w := offloadOf(t, dev).gro
+	mtu, err := dev.MTU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := netip.AddrPortFrom(peerAddr, 5556)
+	syn := flow(src, netip.AddrPortFrom(tunAddr, 9), false, 1, 0)[0]
+	syn.tcp.SYN, syn.tcp.ACK = true, false
+	data := flow(netip.AddrPortFrom(peerAddr, 5557), netip.AddrPortFrom(tunAddr, 9), false, 1, 20000)[0]
+	bufs := [][]byte{withHeadroom(syn.bytes(t)), withHeadroom(data.bytes(t))}
+	for _, b := range bufs {
+		pend(b)
+	}
+	errsBefore := snmp(t, r.ns, "Tcp", "InCsumErrors")
+	rstBefore := snmp(t, r.ns, "Tcp", "OutRsts")
+	if n, err := dev.Write(bufs, headroom); n != len(bufs) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d", n, err, len(bufs))
+	}
+	if got := w.pending.Load(); got != 2 {
+		t.Errorf("%d packets went as pending, want 2", got)
+	}
+	if w.mtu != mtu {
+		t.Errorf("writer's MTU %d, the device's %d", w.mtu, mtu)
+	}
+	// Both resets come back out of the device, to the two source ports;
+	// if they do not within 10 s, closing the device ends the Read.
+	rbufs, sizes := batch(dev)
+	seen := map[uint16]bool{}
+	timer := time.AfterFunc(10*time.Second, func() { dev.Close() })
+	defer timer.Stop()
+	for len(seen) < 2 {
+		n, err := dev.Read(rbufs, sizes, headroom)
+		if err != nil {
+			t.Fatalf("Read, with resets to ports %v seen: %v", seen, err)
+		}
+		for i := range n {
+			p := rbufs[i][headroom : headroom+sizes[i]]
+			if len(p) >= 40 && p[9] == 6 && p[33]&0x04 != 0 { // RST
+				seen[binary.BigEndian.Uint16(p[22:24])] = true
+			}
+		}
+	}
+	if !seen[5556] || !seen[5557] {
+		t.Errorf("resets to ports %v, want 5556 and 5557", seen)
+	}
+	if d := snmp(t, r.ns, "Tcp", "InCsumErrors") - errsBefore; d != 0 {
+		t.Errorf("Tcp InCsumErrors went up by %d", d)
+	}
+	if d := snmp(t, r.ns, "Tcp", "OutRsts") - rstBefore; d < 2 {
+		t.Errorf("Tcp OutRsts went up by %d, want 2", d)
 	}
 }
 

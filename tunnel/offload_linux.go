@@ -182,7 +182,7 @@ func openOffloadQueue(name string, q int, flags uint16, probe func(int) error) (
 		var uso bool
 		if uso, err = probeUSO(raw); err == nil {
 			return &offloadDevice{file: file, name: devName, queue: q, mtu: ctl,
-				rd: newTUNReader(devName, raw), gro: newGROWriter(devName, raw, uso)}, nil
+				rd: newTUNReader(devName, raw), gro: newGROWriter(devName, raw, uso, ctl)}, nil
 		}
 	}
 	ctl.close()
@@ -257,6 +257,10 @@ func (d *offloadDevice) MTU() (int, error) { return d.mtu.get() }
 func (d *offloadDevice) Dropped() uint64 {
 	return d.rd.malformed.Load() + d.rd.tooBig.Load()
 }
+
+// BadChecksums is how many packets Write dropped for a wrong TCP or UDP
+// checksum. It implements BadChecksumCounter.
+func (d *offloadDevice) BadChecksums() uint64 { return d.gro.badChecksum.Load() }
 
 // Name is the device's name in the kernel.
 func (d *offloadDevice) Name() string { return d.name }

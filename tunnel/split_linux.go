@@ -86,7 +86,7 @@ func (r *tunReader) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := 0
 	if r.sp.left() {
-		n = r.sp.split(r, bufs, sizes, offset)
+		n = r.split(bufs, sizes, offset)
 	}
 	for n == 0 {
 		r.n, r.errno = 0, 0
@@ -172,7 +172,17 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 		return 0
 	}
 	r.superPackets.Add(1)
-	return r.sp.split(r, bufs, sizes, offset)
+	return r.split(bufs, sizes, offset)
+}
+
+// split cuts the next segments of r.sp into bufs, and counts them.
+func (r *tunReader) split(bufs [][]byte, sizes []int, offset int) int {
+	n, tooBig := r.sp.split(bufs, sizes, offset)
+	r.segments.Add(uint64(n))
+	if tooBig > 0 {
+		r.tooBig.Add(uint64(tooBig))
+	}
+	return n
 }
 
 // putCsum finishes a checksum whose field f holds the pseudo-header sum
@@ -294,15 +304,14 @@ func (s *superPacket) parse(pkt []byte, gso byte, needsCsum bool, hdrLen, gsoSiz
 
 // split writes the next segments of s to bufs[i][offset:], as many as
 // there are buffers for, and returns how many it wrote. A segment longer
-// than its buffer is dropped (counted in r.tooBig): cut short it would be
-// corrupt.
-func (s *superPacket) split(r *tunReader, bufs [][]byte, sizes []int, offset int) int {
-	n := 0
+// than its buffer is dropped (and counted in tooBig): cut short it would
+// be corrupt.
+func (s *superPacket) split(bufs [][]byte, sizes []int, offset int) (n, tooBig int) {
 	for n < len(bufs) && s.left() {
 		end := min(s.next+s.gsoSize, len(s.pkt))
 		size := s.hl + end - s.next
 		if b := bufs[n]; size > len(b)-offset {
-			r.tooBig.Add(1)
+			tooBig++
 			s.next, s.seg = end, s.seg+1
 			continue
 		}
@@ -350,6 +359,5 @@ func (s *superPacket) split(r *tunReader, bufs [][]byte, sizes []int, offset int
 		n++
 		s.next, s.seg = end, s.seg+1
 	}
-	r.segments.Add(uint64(n))
-	return n
+	return n, tooBig
 }

@@ -305,7 +305,7 @@ func cut(t testing.TB, r *tunReader, frame []byte, bufs [][]byte, sizes []int, e
 		if calls > 70000 {
 			t.Fatal("split never ends")
 		}
-		collect(r.sp.split(r, bufs, sizes, headroom))
+		collect(r.split(bufs, sizes, headroom))
 	}
 }
 

@@ -48,10 +48,14 @@ type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 
 	// Write writes each bufs[i][offset:] to the device as one IP packet and
-	// returns how many it wrote. A packet the kernel refuses (an empty one,
+	// returns how many it took. A packet the kernel refuses (an empty one,
 	// or one that is not IPv4 or IPv6: EINVAL) does not stop the others: Write
-	// goes on with the rest and returns the first error. After Close it
-	// returns an error matching ErrClosed at once.
+	// goes on with the rest and returns the first error. A TCP or UDP packet
+	// whose checksum is wrong may be dropped, counted and taken (see
+	// BadChecksumCounter); one whose checksum is still pending, as a kernel
+	// sender that left it to offload wrote it, is delivered as the kernel
+	// would deliver it. After Close it returns an error matching ErrClosed
+	// at once.
 	//
 	// Write does not change the caller's buffers (the bytes in front of
 	// offset included), and needs no headroom: offset may be any value
@@ -130,4 +134,16 @@ type Underlay interface {
 	// Close closes the socket. It unblocks a pending Read, which then
 	// returns an error matching ErrClosed. Later calls return nil.
 	Close() error
+}
+
+// BadChecksumCounter is a Device whose Write drops, and counts, TCP and
+// UDP packets whose checksum is wrong, where the kernel would have
+// dropped them (in the receiving pod, out of the node's sight). Write
+// counts such a packet as taken. A checksum still pending (the field
+// holds the pseudo-header sum, as a kernel sender that left it to
+// offload wrote it) is not wrong: it goes to the kernel marked so. The
+// forwarder adds the drops to its counters.
+type BadChecksumCounter interface {
+	// BadChecksums is how many packets Write dropped so far.
+	BadChecksums() uint64
 }

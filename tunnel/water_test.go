@@ -385,3 +385,68 @@ func TestOpenWaterRejectsLongName(t *testing.T) {
 		t.Fatalf("OpenWater with a 27-byte name: %v, want an error about its length", err)
 	}
 }
+
+// TestWaterWriteChecksums: the water device cannot tell the kernel that a
+// checksum is pending, so it finishes one itself; it cuts a TCP packet
+// bigger than the MTU (as a kernel sender's TSO packet arrives whole
+// through the kernel's vxlan on one host) into segments; and it drops,
+// and counts, a datagram whose checksum is wrong.
+func TestWaterWriteChecksums(t *testing.T) {
+	r := newTunRig(t)
+	to := r.recver.LocalAddr().(*net.UDPAddr).AddrPort()
+	pending := withHeadroom(udpPacket(t, netip.AddrPortFrom(peerAddr, 7001), to, []byte("pending")))
+	pend(pending)
+	bad := withHeadroom(udpPacket(t, netip.AddrPortFrom(peerAddr, 7002), to, []byte("corrupt")))
+	bad[len(bad)-1] ^= 0x20
+	good := withHeadroom(udpPacket(t, netip.AddrPortFrom(peerAddr, 7003), to, []byte("good")))
+	orig := [][]byte{bytes.Clone(pending), bytes.Clone(bad), bytes.Clone(good)}
+	if n, err := r.dev.Write([][]byte{pending, bad, good}, headroom); n != 3 || err != nil {
+		t.Fatalf("Write = %d, %v; want 3 (the bad one dropped, and taken)", n, err)
+	}
+	for i, b := range [][]byte{pending, bad, good} {
+		if !bytes.Equal(b, orig[i]) {
+			t.Fatalf("Write changed the caller's packet %d", i)
+		}
+	}
+	receiveAll(t, r.recver, [][]byte{[]byte("pending"), []byte("good")})
+	if got := r.dev.(BadChecksumCounter).BadChecksums(); got != 1 {
+		t.Errorf("BadChecksums = %d, want 1", got)
+	}
+
+	// 20 KB of TCP, its checksum pending, to a port no one listens on:
+	// the kernel must see MTU-size segments with right checksums, and
+	// answer the first with a reset.
+	big := flow(netip.AddrPortFrom(peerAddr, 7004), netip.AddrPortFrom(tunAddr, 9), false, 1, 20000)[0]
+	pkt := withHeadroom(big.bytes(t))
+	pend(pkt)
+	mtu, err := r.dev.MTU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rxBefore := rxPackets(t, r)
+	if n, err := r.dev.Write([][]byte{pkt}, headroom); n != 1 || err != nil {
+		t.Fatalf("Write of a 20 KB segment = %d, %v; want 1", n, err)
+	}
+	hl := 20 + 32 // IPv4, TCP with timestamps
+	if got, want := rxPackets(t, r)-rxBefore, uint64((20000+mtu-hl-1)/(mtu-hl)); got != want {
+		t.Errorf("the kernel took %d packets, want the 20 KB cut in %d at MTU %d", got, want, mtu)
+	}
+	r.readUntil(t, "a reset for the cut segments", func(p gopacket.Packet) bool {
+		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		return tcp != nil && tcp.RST && tcp.DstPort == 7004
+	})
+	if got := r.dev.(BadChecksumCounter).BadChecksums(); got != 1 {
+		t.Errorf("BadChecksums = %d after the big segment, want still 1", got)
+	}
+}
+
+// rxPackets is how many packets the rig's TUN device handed the kernel
+// (its "RX" counter: from the kernel's side, written packets arrive).
+func rxPackets(t *testing.T, r *tunRig) uint64 {
+	t.Helper()
+	l, err := r.nl.LinkByName("vxrt0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Statistics.RxPackets
+}

@@ -173,6 +173,27 @@ func (o *overlay) mustPing(from, to *lab.Pod) {
 	o.t.Logf("%s -> %s: 3/3 replies, avg %s", from.Addr, to.Addr, res.RTTAvg)
 }
 
+// mustCarry checks that the traffic users send crosses from one pod to
+// the other, not only ping: 8 MB over TCP, byte for byte, and 200 UDP
+// datagrams of 1200 bytes, every one. (ICMP checksums are never left to
+// offload; TCP and UDP ones are, so a path can answer every ping and
+// drop every TCP segment.)
+func (o *overlay) mustCarry(from, to *lab.Pod) {
+	o.t.Helper()
+	d, err := from.TCPTo(o.ctx, to, 5201, 8<<20)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	n, err := from.UDPTo(o.ctx, to, 5202, 200, 1200)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	if n != 200 {
+		o.t.Fatalf("udp %s -> %s: %d of 200 datagrams arrived", from.Addr, to.Addr, n)
+	}
+	o.t.Logf("%s -> %s: 8 MB of TCP in %s, 200 of 200 UDP datagrams", from.Addr, to.Addr, d.Round(time.Millisecond))
+}
+
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)

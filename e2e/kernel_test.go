@@ -58,11 +58,14 @@ func (o *overlay) flannelNode(h *lab.Host, vtep string) lease.Lease {
 
 // TestKernelVXLANInterop: a vxrouter node and a node using the kernel's
 // vxlan driver, programmed as flannel programs it, share one etcd and one
-// overlay; their pods ping each other both ways.
+// overlay; their pods ping each other, and exchange TCP and UDP, both
+// ways, every device's offloads at their defaults (so the kernel node's
+// TCP and UDP checksums arrive still pending, and its TSO packets whole).
+// Nothing the kernel sent is dropped as corrupt.
 func TestKernelVXLANInterop(t *testing.T) {
 	o := newOverlay(t, network16)
 	hv, hk := o.host("vx"), o.host("kv")
-	_, envV := o.start(hv)
+	nv, envV := o.start(hv)
 	kl := o.flannelNode(hk, "d6:51:2e:80:5c:69")
 	if kl.Subnet == envV.Subnet.Masked() {
 		t.Fatalf("both nodes hold %s", kl.Subnet)
@@ -70,4 +73,15 @@ func TestKernelVXLANInterop(t *testing.T) {
 	pv, pk := o.pod(hv, envV.Subnet.Masked()), o.pod(hk, kl.Subnet)
 	o.mustPing(pv, pk)
 	o.mustPing(pk, pv)
+	o.mustCarry(pv, pk)
+	o.mustCarry(pk, pv)
+	c, err := nv.Counters(o.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"decap-bad-checksum", "write-errors", "unknown-sender", "decap-bad-inner"} {
+		if c[k] != 0 {
+			t.Errorf("the vxrouter node counted %s %d: %v", k, c[k], c)
+		}
+	}
 }

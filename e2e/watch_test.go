@@ -24,6 +24,8 @@ func TestRemovedPeerRouteGoes(t *testing.T) {
 	p1, p2, pk := o.pod(h1, env1.Subnet.Masked()), o.pod(h2, env2.Subnet.Masked()), o.pod(hk, kl.Subnet)
 	o.mustPing(p1, pk)
 	o.mustPing(p2, pk)
+	o.mustCarry(p1, pk)
+	o.mustCarry(pk, p2)
 
 	if _, err := o.cli.Delete(o.ctx, o.reg.Key(kl.Subnet)); err != nil {
 		t.Fatal(err)

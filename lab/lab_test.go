@@ -317,6 +317,15 @@ func TestKernelVXLANFlannel(t *testing.T) {
 	}
 	mustPing(t, pa, "pa", pb.Addr)
 	mustPing(t, pb, "pb", pa.Addr)
+	// And the traffic whose checksums the kernel leaves to offload.
+	for _, c := range [][2]*Pod{{pa, pb}, {pb, pa}} {
+		if _, err := c[0].TCPTo(context.Background(), c[1], 5201, 2<<20); err != nil {
+			t.Error(err)
+		}
+		if n, err := c[0].UDPTo(context.Background(), c[1], 5202, 100, 1000); err != nil || n != 100 {
+			t.Errorf("udp %s -> %s: %d of 100 arrived (%v)", c[0].Addr, c[1].Addr, n, err)
+		}
+	}
 	if wire != nil {
 		out := wire.wait(t)
 		if !strings.Contains(out, "10.213.0.2.8472") || !strings.Contains(out, "172.16.99.2 > 172.16.57.2") {

@@ -1,0 +1,154 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// Traffic of the kinds users send, for checking that an overlay carries
+// more than ping: ICMP checksums are never left to offload, TCP and UDP
+// ones are, so a path can answer every ping and still drop every TCP
+// segment.
+
+// trafficTimeout bounds a TCP or UDP exchange: seconds of data on a
+// path that works, a clear failure on one that does not.
+const trafficTimeout = 30 * time.Second
+
+// TCPTo sends size bytes of random data over one TCP connection from the
+// pod to dst (listening on port in dst's namespace) and checks that dst
+// read exactly those bytes, in order. It returns how long the transfer
+// took, from the first write to dst's end of file.
+func (p *Pod) TCPTo(ctx context.Context, dst *Pod, port uint16, size int) (time.Duration, error) {
+	data := make([]byte, size)
+	rand.NewChaCha8([32]byte{byte(size), byte(port)}).Read(data)
+	ctx, cancel := context.WithTimeout(ctx, trafficTimeout)
+	defer cancel()
+	to := netip.AddrPortFrom(dst.Addr, port)
+	var ln net.Listener
+	if err := dst.Do(func() (err error) {
+		ln, err = net.Listen("tcp", to.String())
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("tcp %s -> %s: listen: %w", p.Addr, to, err)
+	}
+	defer ln.Close()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	type result struct {
+		got []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		dl, _ := ctx.Deadline()
+		c.SetDeadline(dl)
+		got, err := io.ReadAll(c)
+		done <- result{got, err}
+	}()
+	var conn net.Conn
+	if err := p.Do(func() (err error) {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		conn, err = d.DialContext(ctx, "tcp", to.String())
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("tcp %s -> %s: connect: %w", p.Addr, to, err)
+	}
+	start := time.Now()
+	dl, _ := ctx.Deadline()
+	conn.SetDeadline(dl)
+	_, werr := conn.Write(data)
+	conn.Close()
+	r := <-done
+	elapsed := time.Since(start)
+	switch {
+	case werr != nil:
+		return elapsed, fmt.Errorf("tcp %s -> %s: write: %w", p.Addr, to, werr)
+	case r.err != nil:
+		return elapsed, fmt.Errorf("tcp %s -> %s: read %d of %d bytes: %w", p.Addr, to, len(r.got), size, r.err)
+	case !bytes.Equal(r.got, data):
+		return elapsed, fmt.Errorf("tcp %s -> %s: %d bytes arrived, not the %d sent, byte for byte", p.Addr, to, len(r.got), size)
+	}
+	return elapsed, nil
+}
+
+// UDPTo sends count datagrams of size bytes (at least 4) from the pod to
+// dst (on port in dst's namespace), a few at a time with a pause between
+// so that no socket buffer on the way need drop one, and returns how many
+// distinct ones arrived intact. The error is for what kept the test from
+// running, not for loss.
+func (p *Pod) UDPTo(ctx context.Context, dst *Pod, port uint16, count, size int) (int, error) {
+	if size < 4 || count < 1 {
+		return 0, errors.New("udp: want count >= 1 and size >= 4")
+	}
+	to := netip.AddrPortFrom(dst.Addr, port)
+	var rc, sc *net.UDPConn
+	if err := dst.Do(func() (err error) {
+		rc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(to))
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("udp %s -> %s: listen: %w", p.Addr, to, err)
+	}
+	defer rc.Close()
+	if err := p.Do(func() (err error) {
+		sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("udp %s -> %s: %w", p.Addr, to, err)
+	}
+	defer sc.Close()
+
+	want := make([]byte, size)
+	rand.NewChaCha8([32]byte{byte(size)}).Read(want)
+	done := make(chan int, 1)
+	rc.SetReadDeadline(time.Now().Add(trafficTimeout))
+	go func() {
+		seen := make(map[uint32]bool, count)
+		buf := make([]byte, size+1)
+		for len(seen) < count {
+			n, err := rc.Read(buf)
+			if err != nil {
+				break // the deadline: what is missing is lost
+			}
+			if i := binary.BigEndian.Uint32(buf); n == size && i < uint32(count) && bytes.Equal(buf[4:n], want[4:]) {
+				seen[i] = true
+			}
+		}
+		done <- len(seen)
+	}()
+	msg := bytes.Clone(want)
+	for i := range count {
+		if ctx.Err() != nil {
+			rc.Close()
+			<-done
+			return 0, ctx.Err()
+		}
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if _, err := sc.Write(msg); err != nil {
+			rc.Close()
+			<-done
+			return 0, fmt.Errorf("udp %s -> %s: send: %w", p.Addr, to, err)
+		}
+		if i%16 == 15 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// What is still on its way has a moment to arrive, not the whole
+	// timeout.
+	rc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	return <-done, nil
+}

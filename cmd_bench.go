@@ -18,10 +18,12 @@ func benchCommand() *cli.Command {
 		Usage: "measure vxrouter against the kernel's vxlan and the bare underlay, pod to pod",
 		Description: "bench builds each scenario in network namespaces on this machine (two hosts,\n" +
 			"a pod on each), measures pod to pod with its own traffic generator (TCP 1 and\n" +
-			"4 streams, UDP packets/s at 64 and 1400 bytes, round-trip latency, vxrouter's\n" +
-			"CPU per GB) and tears it down again. Scenarios: underlay (pods routed without\n" +
-			"encapsulation), kernel-vxlan (flannel's vxlan backend), vxrouter-water,\n" +
-			"vxrouter-offload. It prints a table with each figure's ratio to kernel-vxlan;\n" +
+			"4 streams with their retransmits, UDP packets/s at 64 and 1400 bytes, round-trip\n" +
+			"latency, vxrouter's CPU per GB) and tears it down again. Scenarios: underlay\n" +
+			"(pods routed without encapsulation), kernel-vxlan (flannel's vxlan backend),\n" +
+			"vxrouter-water, vxrouter-offload, and vxrouter-to-kernel and kernel-to-vxrouter\n" +
+			"(a vxrouter node and a kernel-vxlan node in one overlay, the client on the first\n" +
+			"named). It prints a table with each figure's ratio to kernel-vxlan;\n" +
 			"--json and --svg write the details and a chart. Progress goes to stderr.\n" +
 			"Exits non-zero if a scenario failed entirely. Needs root.",
 		Flags: []cli.Flag{

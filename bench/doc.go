@@ -18,6 +18,12 @@
 //   - vxrouter-water, vxrouter-offload: a vxrouter node on each host
 //     (`vxrouter run --tun-backend water|offload`), leases in an embedded
 //     etcd reached over a unix socket.
+//   - vxrouter-to-kernel, kernel-to-vxrouter: one overlay of a vxrouter
+//     node (offload) and a kernel-vxlan node programmed as flannel does,
+//     the latter with a lease in etcd as flanneld takes one; the client
+//     pod on the first named. Every device keeps its default offloads, so
+//     the kernel node's checksums arrive pending and its TSO packets
+//     whole: interop at speed, with its retransmits beside the rest.
 //
 // The traffic generator is in this package, so nothing needs installing.
 // Sockets are opened inside the pods' namespaces (lab.Pod.Do) and driven
@@ -38,7 +44,9 @@
 //   - latency: a 64-byte UDP ping-pong, one outstanding, 2000 round trips
 //     after 20 unmeasured ones; p50 and p99 by nearest rank. It includes
 //     this process's own wake-ups at both ends, the same in every scenario.
-//   - CPU: user+system time of both vxrouter processes (/proc/<pid>/stat)
+//   - retransmits: segments the TCP senders sent again (TCP_INFO), lost
+//     or taken for lost because they came out of order.
+//   - CPU: user+system time of the vxrouter processes (/proc/<pid>/stat)
 //     across the TCP tests, divided by the gigabytes (1e9 bytes) they
 //     moved. The kernel's data planes do their work in softirq context,
 //     charged to no process: "-".

@@ -48,7 +48,7 @@ func IPerf3TCP(ctx context.Context, client, server *lab.Pod, streams int, d time
 		out, err := client.Command(ctx, "iperf3", args...).Output()
 		r, perr := parseIPerf3(out)
 		if err == nil && perr == nil {
-			res.Sent, res.Received, res.Elapsed = r.sent, r.received, r.elapsed
+			res.Sent, res.Received, res.Elapsed, res.Retransmits = r.sent, r.received, r.elapsed, r.retransmits
 			return res, nil
 		}
 		if ctx.Err() != nil {
@@ -64,9 +64,9 @@ func IPerf3TCP(ctx context.Context, client, server *lab.Pod, streams int, d time
 }
 
 type iperf3Sum struct {
-	sent, received int64
-	elapsed        time.Duration
-	errMsg         string
+	sent, received, retransmits int64
+	elapsed                     time.Duration
+	errMsg                      string
 }
 
 // parseIPerf3 reads the totals from iperf3's -J output.
@@ -75,7 +75,8 @@ func parseIPerf3(out []byte) (iperf3Sum, error) {
 		Error string `json:"error"`
 		End   struct {
 			SumSent struct {
-				Bytes int64 `json:"bytes"`
+				Bytes       int64 `json:"bytes"`
+				Retransmits int64 `json:"retransmits"`
 			} `json:"sum_sent"`
 			SumReceived struct {
 				Seconds float64 `json:"seconds"`
@@ -87,10 +88,11 @@ func parseIPerf3(out []byte) (iperf3Sum, error) {
 		return iperf3Sum{}, fmt.Errorf("iperf3 output: %w", err)
 	}
 	s := iperf3Sum{
-		sent:     j.End.SumSent.Bytes,
-		received: j.End.SumReceived.Bytes,
-		elapsed:  time.Duration(j.End.SumReceived.Seconds * float64(time.Second)),
-		errMsg:   j.Error,
+		sent:        j.End.SumSent.Bytes,
+		received:    j.End.SumReceived.Bytes,
+		retransmits: j.End.SumSent.Retransmits,
+		elapsed:     time.Duration(j.End.SumReceived.Seconds * float64(time.Second)),
+		errMsg:      j.Error,
 	}
 	if j.Error != "" {
 		return s, fmt.Errorf("iperf3: %s", j.Error)

@@ -47,6 +47,10 @@ type TCPResult struct {
 	Sent     int64         `json:"sent_bytes"`     // what the client's writes accepted
 	Received int64         `json:"received_bytes"` // what the server read
 	Elapsed  time.Duration `json:"elapsed"`        // first write to the last stream's end of file
+	// Retransmits is how many segments the senders sent again, summed
+	// over the streams (TCP_INFO's total_retrans): lost, or thought lost
+	// because they came out of order.
+	Retransmits int64 `json:"retransmits"`
 }
 
 // Gbps is the goodput: bytes the server received, in Gbit/s.
@@ -181,10 +185,34 @@ func MeasureTCP(ctx context.Context, client, server *lab.Pod, streams int, d tim
 	wg.Wait()
 	res.Sent, res.Received = sent.Load(), received.Load()
 	res.Elapsed = time.Unix(0, lastEOF.Load()).Sub(start)
+	for i, c := range clients {
+		n, err := retransmits(c)
+		if err != nil {
+			errs[i] = errors.Join(errs[i], fmt.Errorf("stream %d: %w", i+1, err))
+		}
+		res.Retransmits += n
+	}
 	if err := errors.Join(errs...); err != nil {
 		return res, fmt.Errorf("tcp test %s -> %s: %w", client.Addr, dst, err)
 	}
 	return res, nil
+}
+
+// retransmits reads how many segments c's sender sent again.
+func retransmits(c *net.TCPConn) (int64, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("tcp info: %w", err)
+	}
+	var info *unix.TCPInfo
+	var serr error
+	if err := raw.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+		return 0, fmt.Errorf("tcp info: %w", err)
+	}
+	if serr != nil {
+		return 0, fmt.Errorf("tcp info: %w", os.NewSyscallError("getsockopt TCP_INFO", serr))
+	}
+	return int64(info.Total_retrans), nil
 }
 
 // UDPResult is what one UDP test sent and what arrived.

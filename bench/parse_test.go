@@ -90,7 +90,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != 4 || len(o.Tests) != 5 {
+	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != len(Scenarios()) || len(o.Tests) != 5 {
 		t.Errorf("quick defaults: %+v", o)
 	}
 	o = Options{Tests: []string{"latency", "tcp1"}, Scenarios: []string{"underlay"}}

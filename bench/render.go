@@ -107,7 +107,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p("")
 	p("Higher is better for Gbit/s and kpps; lower for loss, round trips and CPU.")
 	if slices.ContainsFunc(metrics, func(m Metric) bool { return m.Key == "cpu_s_per_gb" }) {
-		p("CPU: both vxrouter processes' user+system time over the TCP tests per GB moved; the kernel's data planes have no process to charge (-).")
+		p("CPU: the vxrouter processes' user+system time over the TCP tests per GB moved (two nodes; one in the mixed scenarios); the kernel's data planes have no process to charge (-).")
 	}
 	for _, s := range r.Scenarios {
 		p("%-*s %s", lw, s.Name+":", s.Description)

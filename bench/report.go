@@ -34,7 +34,9 @@ type Metric struct {
 // Every value is stored unscaled in the JSON (bit/s as Gbit/s, pps, µs).
 var Metrics = []Metric{
 	{Key: "tcp1_gbps", Test: "tcp1", Name: "TCP, 1 stream", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "tcp1_retrans", Test: "tcp1", Name: "TCP, 1 stream retransmits", Unit: "segs", Scale: 1, Digits: 0},
 	{Key: "tcp4_gbps", Test: "tcp4", Name: "TCP, 4 streams", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
+	{Key: "tcp4_retrans", Test: "tcp4", Name: "TCP, 4 streams retransmits", Unit: "segs", Scale: 1, Digits: 0},
 	{Key: "udp64_pps", Test: "udp64", Name: "UDP 64 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "udp64_loss_pct", Test: "udp64", Name: "UDP 64 B loss", Unit: "%", Scale: 1, Digits: 1},
 	{Key: "udp1400_pps", Test: "udp1400", Name: "UDP 1400 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},

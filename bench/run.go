@@ -313,7 +313,8 @@ func runTest(ctx context.Context, test string, t *Topology, o Options, vals map[
 		vals[test+"_sent_bytes"] = float64(r.Sent)
 		vals[test+"_received_bytes"] = float64(r.Received)
 		vals[test+"_elapsed_s"] = r.Elapsed.Seconds()
-		return fmt.Sprintf("%.2f Gbit/s (%d MB in %.2fs)", r.Gbps(), r.Received/1e6, r.Elapsed.Seconds()), nil
+		vals[test+"_retrans"] = float64(r.Retransmits)
+		return fmt.Sprintf("%.2f Gbit/s (%d MB in %.2fs, %d retransmits)", r.Gbps(), r.Received/1e6, r.Elapsed.Seconds(), r.Retransmits), nil
 	case "udp64", "udp1400":
 		size := 64
 		if test == "udp1400" {

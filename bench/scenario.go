@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -85,6 +86,18 @@ func Scenarios() []Scenario {
 			Description: "two vxrouter nodes, TUN with offloads (TSO/GRO super-packets), leases in an embedded etcd",
 			RunArgs:     []string{"--tun-backend", "offload"},
 			build:       buildVXRouter,
+		},
+		{
+			Name:        "vxrouter-to-kernel",
+			Description: "mixed overlay: client on a vxrouter node (offload), server on a kernel-vxlan node programmed as flannel does, default offloads everywhere",
+			RunArgs:     []string{"--tun-backend", "offload"},
+			build:       buildMixed(true),
+		},
+		{
+			Name:        "kernel-to-vxrouter",
+			Description: "mixed overlay: client on a kernel-vxlan node programmed as flannel does, server on a vxrouter node (offload), default offloads everywhere",
+			RunArgs:     []string{"--tun-backend", "offload"},
+			build:       buildMixed(false),
 		},
 	}
 }
@@ -259,55 +272,145 @@ func buildKernelVXLAN(ctx context.Context, _ Scenario, env Env, t *Topology) err
 // vxrouter node on each host, and puts the pods in the subnets the nodes
 // leased.
 func buildVXRouter(ctx context.Context, s Scenario, env Env, t *Topology) error {
-	if env.Binary == "" {
-		return errors.New("no vxrouter binary")
-	}
-	dir, err := os.MkdirTemp(env.Dir, s.Name+"-")
+	o, err := startOverlay(ctx, s, env, t)
 	if err != nil {
 		return err
 	}
-	t.onClose(func() error { return os.RemoveAll(dir) })
-
-	args := slices.Concat(s.RunArgs, env.RunArgs)
-
-	// lease.StartEmbedded binds its socket in etcdDir but does not make it.
-	etcdDir := filepath.Join(dir, "etcd")
-	if err := os.MkdirAll(etcdDir, 0o700); err != nil {
-		return err
-	}
-	etcd, err := lease.StartEmbedded(etcdDir)
-	if err != nil {
-		return fmt.Errorf("start embedded etcd: %w", err)
-	}
-	t.onClose(etcd.Close)
-	cli, err := etcd.Client()
-	if err != nil {
-		return err
-	}
-	t.onClose(cli.Close)
-	cfg, err := lease.DefaultConfig(overlayNetwork)
-	if err != nil {
-		return err
-	}
-	if err := lease.NewRegistry(cli, lease.DefaultPrefix, env.Log).SetConfig(ctx, cfg); err != nil {
-		return err
-	}
-
 	_, h1, h2, err := twoHosts(env, t)
 	if err != nil {
 		return err
 	}
-	var subnets []netip.Prefix
-	for _, h := range []*lab.Host{h1, h2} {
-		n, err := h.StartVXRouter(lab.NodeOptions{
-			Binary: env.Binary,
-			Etcd:   etcd.UnixEndpoint(),
-			Dir:    filepath.Join(dir, h.Name),
-			Args:   args,
+	subnets, err := o.startNodes(ctx, t, h1, h2)
+	if err != nil {
+		return err
+	}
+	if err := addPods(ctx, t, h1, h2, subnets[0], subnets[1]); err != nil {
+		return err
+	}
+	return t.Check()
+}
+
+// kernelPeerMAC is the VTEP MAC of the kernel-vxlan node of the mixed
+// scenarios: node B's of DESIGN.md's story.
+var kernelPeerMAC = net.HardwareAddr{0xd6, 0x51, 0x2e, 0x80, 0x5c, 0x69}
+
+// buildMixed is a vxrouter node and a kernel-vxlan node in one overlay,
+// the kernel's programmed as flannel programs it: the kernel node takes a
+// lease in etcd as flanneld would (which the vxrouter node learns from
+// its watch), and gets the vxrouter node's lease as a route, neighbour
+// and FDB entry. The client is on the vxrouter node if vxClient, else on
+// the kernel node.
+func buildMixed(vxClient bool) func(ctx context.Context, s Scenario, env Env, t *Topology) error {
+	return func(ctx context.Context, s Scenario, env Env, t *Topology) error {
+		o, err := startOverlay(ctx, s, env, t)
+		if err != nil {
+			return err
+		}
+		_, hv, hk, err := twoHosts(env, t)
+		if err != nil {
+			return err
+		}
+		attrs := lease.Attrs{PublicIP: hk.Underlay, BackendType: "vxlan", VNI: o.cfg.Backend.VNI, VtepMAC: kernelPeerMAC}
+		own, err := o.reg.Acquire(ctx, o.cfg, attrs, netip.Prefix{}, time.Hour)
+		if err != nil {
+			return fmt.Errorf("kernel node's lease: %w", err)
+		}
+		k, err := hk.KernelVXLAN(lab.KernelVXLANConfig{
+			VNI:     uint32(o.cfg.Backend.VNI),
+			Port:    uint16(o.cfg.Backend.Port),
+			VtepMAC: kernelPeerMAC,
+			Subnet:  own.Subnet,
 		})
 		if err != nil {
 			return err
 		}
+		subnets, err := o.startNodes(ctx, t, hv)
+		if err != nil {
+			return err
+		}
+		vx, err := o.leaseOf(ctx, subnets[0])
+		if err != nil {
+			return err
+		}
+		if err := k.AddPeer(vx.Subnet, vx.Attrs.PublicIP, vx.Attrs.VtepMAC); err != nil {
+			return err
+		}
+		if vxClient {
+			err = addPods(ctx, t, hv, hk, subnets[0], own.Subnet)
+		} else {
+			err = addPods(ctx, t, hk, hv, own.Subnet, subnets[0])
+		}
+		if err != nil {
+			return err
+		}
+		return t.Check()
+	}
+}
+
+// overlay is a scenario's etcd, with the overlay's config in it, and
+// what starting vxrouter nodes on it takes.
+type overlay struct {
+	etcd *lease.Embedded
+	reg  *lease.Registry
+	cfg  *lease.Config
+	dir  string
+	args []string
+	bin  string
+}
+
+// startOverlay starts an embedded etcd in a scratch directory of the
+// scenario's and writes the overlay's config.
+func startOverlay(ctx context.Context, s Scenario, env Env, t *Topology) (*overlay, error) {
+	if env.Binary == "" {
+		return nil, errors.New("no vxrouter binary")
+	}
+	dir, err := os.MkdirTemp(env.Dir, s.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	t.onClose(func() error { return os.RemoveAll(dir) })
+
+	// lease.StartEmbedded binds its socket in etcdDir but does not make it.
+	etcdDir := filepath.Join(dir, "etcd")
+	if err := os.MkdirAll(etcdDir, 0o700); err != nil {
+		return nil, err
+	}
+	etcd, err := lease.StartEmbedded(etcdDir)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd: %w", err)
+	}
+	t.onClose(etcd.Close)
+	cli, err := etcd.Client()
+	if err != nil {
+		return nil, err
+	}
+	t.onClose(cli.Close)
+	cfg, err := lease.DefaultConfig(overlayNetwork)
+	if err != nil {
+		return nil, err
+	}
+	reg := lease.NewRegistry(cli, lease.DefaultPrefix, env.Log)
+	if err := reg.SetConfig(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return &overlay{etcd: etcd, reg: reg, cfg: cfg, dir: dir, args: slices.Concat(s.RunArgs, env.RunArgs), bin: env.Binary}, nil
+}
+
+// startNodes starts a vxrouter node on each of hosts and returns the
+// subnets they leased, in order.
+func (o *overlay) startNodes(ctx context.Context, t *Topology, hosts ...*lab.Host) ([]netip.Prefix, error) {
+	var nodes []*lab.Node
+	for _, h := range hosts {
+		n, err := h.StartVXRouter(lab.NodeOptions{
+			Binary: o.bin,
+			Etcd:   o.etcd.UnixEndpoint(),
+			Dir:    filepath.Join(o.dir, h.Name),
+			Args:   o.args,
+		})
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
 		t.nodes = append(t.nodes, n)
 		// Before the lab's Close (registered earlier, so run later): a
 		// node stopped by SIGTERM exits cleanly, one killed with its
@@ -318,20 +421,32 @@ func buildVXRouter(ctx context.Context, s Scenario, env Env, t *Topology) error 
 		})
 		t.Pids = append(t.Pids, n.Pid())
 	}
-	for _, n := range t.nodes {
+	var subnets []netip.Prefix
+	for _, n := range nodes {
 		wctx, cancel := context.WithTimeout(ctx, nodeStartTimeout)
 		env, err := n.WaitSubnet(wctx)
 		cancel()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		subnets = append(subnets, env.Lease())
-		t.Notes = append(t.Notes, dataPlaneNotes(n.Host.Name, n.Log(), s.RunArgs)...)
+		t.Notes = append(t.Notes, dataPlaneNotes(n.Host.Name, n.Log(), o.args)...)
 	}
-	if err := addPods(ctx, t, h1, h2, subnets[0], subnets[1]); err != nil {
-		return err
+	return subnets, nil
+}
+
+// leaseOf reads the lease of subnet from etcd.
+func (o *overlay) leaseOf(ctx context.Context, subnet netip.Prefix) (lease.Lease, error) {
+	ls, _, err := o.reg.Leases(ctx)
+	if err != nil {
+		return lease.Lease{}, err
 	}
-	return t.Check()
+	for _, l := range ls {
+		if l.Subnet == subnet {
+			return l, nil
+		}
+	}
+	return lease.Lease{}, fmt.Errorf("no lease of %s in etcd", subnet)
 }
 
 // dataPlaneNotes finds the node's "data plane" log line, which says what

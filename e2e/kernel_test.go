@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,12 @@ func TestKernelVXLANInterop(t *testing.T) {
 	kl := o.flannelNode(hk, "d6:51:2e:80:5c:69")
 	if kl.Subnet == envV.Subnet.Masked() {
 		t.Fatalf("both nodes hold %s", kl.Subnet)
+	}
+	// The vxrouter node says it takes checksums pending, in a field
+	// flannel passes over; to the kernel node it must send them complete.
+	resp, err := o.cli.Get(o.ctx, o.reg.Key(envV.Subnet.Masked()))
+	if err != nil || len(resp.Kvs) != 1 || !strings.Contains(string(resp.Kvs[0].Value), `"PartialCsum":true`) {
+		t.Fatalf("the vxrouter node's lease does not say PartialCsum: %v %v", resp, err)
 	}
 	pv, pk := o.pod(hv, envV.Subnet.Masked()), o.pod(hk, kl.Subnet)
 	o.mustPing(pv, pk)

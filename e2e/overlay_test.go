@@ -16,8 +16,10 @@ import (
 const network16 = `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
 
 // TestThreeNodes: three vxrouter nodes on one etcd take distinct subnets,
-// write flannel-shaped subnet.env files and lease values, and every pod
-// reaches every other pod.
+// write flannel-shaped subnet.env files and lease values (the third, run
+// with --partial-checksums=false, byte for byte as flannel's; the others
+// add "PartialCsum":true), and every pod reaches every other pod, with
+// TCP and UDP too, checksums left pending between the first two.
 func TestThreeNodes(t *testing.T) {
 	o := newOverlay(t, network16)
 	type member struct {
@@ -29,7 +31,11 @@ func TestThreeNodes(t *testing.T) {
 	var ms []member
 	for i := 1; i <= 3; i++ {
 		h := o.host(fmt.Sprintf("n%d", i))
-		n, env := o.start(h)
+		var args []string
+		if i == 3 {
+			args = append(args, "--partial-checksums=false")
+		}
+		n, env := o.start(h, args...)
 		ms = append(ms, member{host: h, node: n, env: env})
 	}
 
@@ -65,8 +71,12 @@ func TestThreeNodes(t *testing.T) {
 		if err != nil || len(resp.Kvs) != 1 {
 			t.Fatalf("get %s: %v (%d keys)", key, err, len(resp.Kvs))
 		}
-		wantValue := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}`,
-			m.host.Underlay, strings.TrimSpace(string(mac)))
+		partial := `,"PartialCsum":true`
+		if i == 2 {
+			partial = ""
+		}
+		wantValue := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"%s}}`,
+			m.host.Underlay, strings.TrimSpace(string(mac)), partial)
 		if got := string(resp.Kvs[0].Value); got != wantValue {
 			t.Errorf("%s = %s\nwant %s", key, got, wantValue)
 		}
@@ -87,6 +97,10 @@ func TestThreeNodes(t *testing.T) {
 			}
 		}
 	}
+	o.mustCarry(ms[0].pod, ms[1].pod) // checksums left pending
+	o.mustCarry(ms[1].pod, ms[0].pod)
+	o.mustCarry(ms[0].pod, ms[2].pod) // complete: n3 does not take them pending
+	o.mustCarry(ms[2].pod, ms[1].pod)
 
 	// Each node's admin endpoint shows the other two as peers, and
 	// counts what it carried.
@@ -101,6 +115,10 @@ func TestThreeNodes(t *testing.T) {
 		for _, p := range peers {
 			if p.Subnet == m.env.Subnet.Masked().String() || p.Port != 8472 {
 				t.Errorf("%s: bad peer %+v", m.host.Name, p)
+			}
+			// Pending checksums only between two nodes that take them.
+			if want := m.node != ms[2].node && p.PublicIP != ms[2].host.Underlay.String(); p.PartialCsum != want {
+				t.Errorf("%s: peer %s partial checksums %v, want %v", m.host.Name, p.PublicIP, p.PartialCsum, want)
 			}
 		}
 		c, err := m.node.Counters(o.ctx)

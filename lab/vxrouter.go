@@ -150,10 +150,11 @@ func (n *Node) Counters(ctx context.Context) (map[string]uint64, error) {
 // NodePeer is one entry of a node's route table, as its admin endpoint
 // reports it.
 type NodePeer struct {
-	Subnet   string `json:"subnet"`
-	PublicIP string `json:"public_ip"`
-	Port     uint16 `json:"port"`
-	VtepMAC  string `json:"vtep_mac"`
+	Subnet      string `json:"subnet"`
+	PublicIP    string `json:"public_ip"`
+	Port        uint16 `json:"port"`
+	VtepMAC     string `json:"vtep_mac"`
+	PartialCsum bool   `json:"partial_checksums"`
 }
 
 // Peers asks the node's admin endpoint for its route table.

@@ -21,6 +21,14 @@ type Attrs struct {
 	BackendType string     // "vxlan"
 	VNI         int
 	VtepMAC     net.HardwareAddr
+	// PartialCsum, in BackendData as "PartialCsum":true, is vxrouter's
+	// own: the node takes inner TCP and UDP packets whose checksum is
+	// still pending (the pseudo-header sum, as Linux leaves it for
+	// offload) and hands them to its kernel as such, so a sender may skip
+	// computing them; the outer UDP checksum covers every byte on the way.
+	// flannel decodes BackendData into {VNI, VtepMAC} alone and ignores
+	// it, and never sets it: to a flannel node, checksums go complete.
+	PartialCsum bool
 }
 
 // Lease is one subnet key.
@@ -43,8 +51,9 @@ type attrsJSON struct {
 }
 
 type vxlanDataJSON struct {
-	VNI     *int
-	VtepMAC *string
+	VNI         *int
+	VtepMAC     *string
+	PartialCsum *bool
 }
 
 // ParseAttrs parses a subnet key's value, flannel's LeaseAttrs JSON. It is
@@ -105,6 +114,9 @@ func ParseAttrs(b []byte) (Attrs, error) {
 		return Attrs{}, fmt.Errorf("lease value: BackendData.VtepMAC %q is not a 6-byte MAC address", *d.VtepMAC)
 	}
 	a.VtepMAC = mac
+	if d.PartialCsum != nil {
+		a.PartialCsum = *d.PartialCsum
+	}
 	return a, nil
 }
 
@@ -138,8 +150,9 @@ func (a Attrs) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	type vxlanOut struct {
-		VNI     int
-		VtepMAC string
+		VNI         int
+		VtepMAC     string
+		PartialCsum bool `json:",omitempty"` // absent, as flannel writes it, unless set
 	}
 	out := struct {
 		PublicIP    string
@@ -152,7 +165,7 @@ func (a Attrs) MarshalJSON() ([]byte, error) {
 		out.PublicIPv6 = &s
 	}
 	if a.BackendType == "vxlan" {
-		out.BackendData = &vxlanOut{VNI: a.VNI, VtepMAC: a.VtepMAC.String()}
+		out.BackendData = &vxlanOut{VNI: a.VNI, VtepMAC: a.VtepMAC.String(), PartialCsum: a.PartialCsum}
 	}
 	return json.Marshal(out)
 }
@@ -171,7 +184,7 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 func (a Attrs) Equal(b Attrs) bool {
 	return a.PublicIP == b.PublicIP && a.PublicIPv6 == b.PublicIPv6 &&
 		a.BackendType == b.BackendType && a.VNI == b.VNI &&
-		string(a.VtepMAC) == string(b.VtepMAC)
+		string(a.VtepMAC) == string(b.VtepMAC) && a.PartialCsum == b.PartialCsum
 }
 
 // SubnetKey is the last element of a subnet's etcd key: "172.16.57.0-24".

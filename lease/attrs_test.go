@@ -91,6 +91,48 @@ func TestAttrsJSONExact(t *testing.T) {
 	}
 }
 
+// TestAttrsPartialCsum: vxrouter's own BackendData field is written only
+// when set, read back, and is what a flannel node, decoding BackendData
+// into its {VNI, VtepMAC} struct with encoding/json, passes over.
+func TestAttrsPartialCsum(t *testing.T) {
+	a := Attrs{
+		PublicIP:    netip.MustParseAddr("10.0.0.2"),
+		BackendType: "vxlan",
+		VNI:         1,
+		VtepMAC:     net.HardwareAddr{0xd6, 0x51, 0x2e, 0x80, 0x5c, 0x69},
+		PartialCsum: true,
+	}
+	b, err := a.MarshalJSON()
+	want := `{"PublicIP":"10.0.0.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69","PartialCsum":true}}`
+	if err != nil || string(b) != want {
+		t.Fatalf("MarshalJSON = %s, %v; want %s", b, err, want)
+	}
+	got, err := ParseAttrs(b)
+	if err != nil || !got.Equal(a) || !got.PartialCsum {
+		t.Fatalf("ParseAttrs = %+v, %v; want %+v", got, err, a)
+	}
+	if a.Equal(Attrs{PublicIP: a.PublicIP, BackendType: "vxlan", VNI: 1, VtepMAC: a.VtepMAC}) {
+		t.Error("Equal ignores PartialCsum")
+	}
+	// What flannel's vxlan backend does with such a value.
+	var flannel struct {
+		BackendData json.RawMessage
+	}
+	var vxlanLeaseAttrs struct {
+		VNI     uint16
+		VtepMAC string
+	}
+	if err := json.Unmarshal(b, &flannel); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(flannel.BackendData, &vxlanLeaseAttrs); err != nil || vxlanLeaseAttrs.VNI != 1 || vxlanLeaseAttrs.VtepMAC != "d6:51:2e:80:5c:69" {
+		t.Fatalf("flannel's decoding: %+v, %v", vxlanLeaseAttrs, err)
+	}
+	if _, err := ParseAttrs([]byte(`{"PublicIP":"10.0.0.2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69","PartialCsum":"yes"}}`)); err == nil {
+		t.Error("PartialCsum that is not a bool parses")
+	}
+}
+
 func TestParseAttrsFlannelValues(t *testing.T) {
 	// A dual-stack flannel lease: extra BackendV6Data is ignored.
 	a, err := ParseAttrs([]byte(`{"PublicIP":"192.168.1.10","PublicIPv6":"2001:db8::10","BackendType":"vxlan",` +

@@ -32,12 +32,14 @@ import (
 // It is off the hot path: it reads the forwarder's atomic counters and the
 // table's snapshot, nothing more.
 
-// adminStatus is what /peers and the demo show of a node.
+// adminPeer is what /peers and the demo show of a peer.
 type adminPeer struct {
 	Subnet   string `json:"subnet"`
 	PublicIP string `json:"public_ip"`
 	Port     uint16 `json:"port"`
 	VtepMAC  string `json:"vtep_mac"`
+	// PartialCsum: packets to it leave with their checksums pending.
+	PartialCsum bool `json:"partial_checksums"`
 }
 
 // adminHandler serves the read-only endpoints, and with control the ones
@@ -55,7 +57,7 @@ func (n *Node) adminHandler(control bool) http.Handler {
 	mux.HandleFunc("GET /peers", func(w http.ResponseWriter, r *http.Request) {
 		var out []adminPeer
 		for _, p := range n.table.Peers() {
-			out = append(out, adminPeer{p.Subnet.String(), p.Addr.Addr().String(), p.Addr.Port(), p.VTEP.String()})
+			out = append(out, adminPeer{p.Subnet.String(), p.Addr.Addr().String(), p.Addr.Port(), p.VTEP.String(), p.PartialCsum})
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)

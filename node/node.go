@@ -58,7 +58,11 @@ type Config struct {
 	// latency; 0 sleeps at once. The water backend's TUN side ignores
 	// it. `vxrouter run` defaults to DefaultPollYields.
 	PollYields int
-	Log        *slog.Logger
+	// FullChecksums computes every inner TCP and UDP checksum, even for
+	// peers that take them pending, and does not say in the lease that
+	// this node takes them pending (lease.Attrs.PartialCsum).
+	FullChecksums bool
+	Log           *slog.Logger
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
@@ -206,6 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		BackendType: "vxlan",
 		VNI:         n.overlay.Backend.VNI,
 		VtepMAC:     n.vtep,
+		PartialCsum: !cfg.FullChecksums,
 	}
 	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		closeAll()
@@ -219,7 +224,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0))
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
@@ -349,11 +354,12 @@ func (n *Node) peerEvents(evs []lease.Event) {
 			continue
 		}
 		changes = append(changes, route.Change{
-			Subnet: l.Subnet,
-			Addr:   netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port)),
-			VTEP:   l.Attrs.VtepMAC,
+			Subnet:      l.Subnet,
+			Addr:        netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port)),
+			VTEP:        l.Attrs.VtepMAC,
+			PartialCsum: l.Attrs.PartialCsum && !n.cfg.FullChecksums,
 		})
-		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String())
+		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String(), "partial-checksums", l.Attrs.PartialCsum)
 	}
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)

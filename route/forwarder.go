@@ -75,10 +75,17 @@ func NewForwarder(dev tunnel.Device, ul tunnel.Underlay, table *Table, dec encap
 }
 
 // NewForwarderQueues returns a forwarder with one pair of loops per
-// queue, all routing with table and sharing the counters.
+// queue, all routing with table and sharing the counters. Devices that
+// can (tunnel.ChecksumLeaver) leave the checksums of packets to peers
+// that take them pending (Peer.PartialCsum) unfinished.
 func NewForwarderQueues(queues []Queue, table *Table, dec encap.Decoder, log *slog.Logger) *Forwarder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	for _, q := range queues {
+		if l, ok := q.Dev.(tunnel.ChecksumLeaver); ok {
+			l.LeaveChecksums(table.PartialCsum)
+		}
 	}
 	return &Forwarder{queues: queues, table: table, dec: dec, log: log}
 }

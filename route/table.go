@@ -19,6 +19,9 @@ type Peer struct {
 	Addr   netip.AddrPort   // where its VXLAN datagrams go (PublicIP:port)
 	VTEP   net.HardwareAddr // its VTEP MAC: the inner Ethernet destination
 	Header encap.Header     // built once from VNI, our VTEP MAC and VTEP
+	// PartialCsum: the peer takes inner TCP and UDP checksums still
+	// pending (its lease says so), so they need not be computed for it.
+	PartialCsum bool
 }
 
 // snapshot is immutable once published.
@@ -52,12 +55,14 @@ func NewTable(vni uint32, local net.HardwareAddr) (*Table, error) {
 }
 
 // Change is one update for Apply: the peer owning Subnet is now at Addr
-// with VTEP, or, with Delete, there is none.
+// with VTEP (and takes pending checksums if PartialCsum), or, with
+// Delete, there is none.
 type Change struct {
-	Subnet netip.Prefix
-	Addr   netip.AddrPort
-	VTEP   net.HardwareAddr
-	Delete bool
+	Subnet      netip.Prefix
+	Addr        netip.AddrPort
+	VTEP        net.HardwareAddr
+	PartialCsum bool
+	Delete      bool
 }
 
 // Set adds the peer owning subnet, or replaces what the table knew of it.
@@ -124,7 +129,7 @@ func (t *Table) newPeer(c Change) (*Peer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("route: peer %s: %w", c.Subnet, err)
 	}
-	return &Peer{Subnet: c.Subnet, Addr: unmapPort(c.Addr), VTEP: slices.Clone(c.VTEP), Header: h}, nil
+	return &Peer{Subnet: c.Subnet, Addr: unmapPort(c.Addr), VTEP: slices.Clone(c.VTEP), Header: h, PartialCsum: c.PartialCsum}, nil
 }
 
 func build(peers map[netip.Prefix]*Peer) *snapshot {
@@ -167,6 +172,14 @@ func (t *Table) Lookup(dst netip.Addr) *Peer {
 		}
 	}
 	return nil
+}
+
+// PartialCsum reports whether packets to dst may leave with their TCP or
+// UDP checksum pending: dst's peer takes them so. For a TUN device's
+// read path (tunnel.ChecksumLeaver), once per packet or super-packet.
+func (t *Table) PartialCsum(dst netip.Addr) bool {
+	p := t.Lookup(dst)
+	return p != nil && p.PartialCsum
 }
 
 // KnownSender reports whether addr is the underlay address of some peer.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -256,6 +257,16 @@ func (d *offloadDevice) MTU() (int, error) { return d.mtu.get() }
 // too big for the caller's buffers. It implements DropCounter.
 func (d *offloadDevice) Dropped() uint64 {
 	return d.rd.malformed.Load() + d.rd.tooBig.Load()
+}
+
+// LeaveChecksums says which packets Read may hand over with their
+// checksum pending. It implements ChecksumLeaver.
+func (d *offloadDevice) LeaveChecksums(partial func(dst netip.Addr) bool) {
+	if partial == nil {
+		d.rd.partial.Store(nil)
+		return
+	}
+	d.rd.partial.Store(&partialFunc{partial})
 }
 
 // BadChecksums is how many packets Write dropped for a wrong TCP or UDP

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -54,12 +55,33 @@ type tunReader struct {
 	// sp is the super-packet being split; its segments left over when
 	// the caller's buffers ran out go first on the next Read.
 	sp superPacket
+	// partial says which destinations' packets keep their checksum
+	// pending (LeaveChecksums); nil: none.
+	partial atomic.Pointer[partialFunc]
 
 	// For tests and debugging: super-packets read and the segments cut
 	// from them; packets dropped as malformed (a virtio-net header or IP
 	// packet that does not add up); segments dropped because they did
 	// not fit the caller's buffer.
 	superPackets, segments, malformed, tooBig atomic.Uint64
+}
+
+// partialFunc holds a ChecksumLeaver's function, for an atomic pointer.
+type partialFunc struct{ fn func(dst netip.Addr) bool }
+
+// leave reports whether pkt may keep its checksum pending.
+func (r *tunReader) leave(pkt []byte) bool {
+	p := r.partial.Load()
+	if p == nil {
+		return false
+	}
+	switch {
+	case len(pkt) >= 20 && pkt[0]>>4 == 4:
+		return p.fn(netip.AddrFrom4([4]byte(pkt[16:20])))
+	case len(pkt) >= 40 && pkt[0]>>4 == 6:
+		return p.fn(netip.AddrFrom16([16]byte(pkt[24:40])))
+	}
+	return false
 }
 
 func newTUNReader(name string, raw syscall.RawConn) *tunReader {
@@ -147,7 +169,9 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 			return 0
 		}
 		out := bufs[0][offset:]
-		if !needsCsum {
+		if !needsCsum || r.leave(pkt) {
+			// Complete already, or for a peer that takes it pending (the
+			// field holds the pseudo-header sum, as it must then).
 			sizes[0] = copy(out, pkt)
 			return 1
 		}
@@ -171,6 +195,7 @@ func (r *tunReader) handle(n int, bufs [][]byte, sizes []int, offset int) int {
 		r.malformed.Add(1)
 		return 0
 	}
+	r.sp.partial = r.leave(pkt)
 	r.superPackets.Add(1)
 	return r.split(bufs, sizes, offset)
 }
@@ -208,6 +233,10 @@ type superPacket struct {
 	gsoSize int    // payload bytes per segment, the last may have fewer
 	csumOff int    // of the checksum in the TCP or UDP header
 	v4, tcp bool
+	// partial: the segments keep their checksums pending, each the
+	// pseudo-header sum of its own length, and the payload is only
+	// copied, not summed.
+	partial bool
 	seq     uint32 // TCP sequence number of the first segment
 	id      uint16 // IPv4 identification of the first segment
 	flags   byte   // TCP flags of the super-packet
@@ -343,17 +372,26 @@ func (s *superPacket) split(bufs [][]byte, sizes []int, offset int) (n, tooBig i
 		} else {
 			binary.BigEndian.PutUint16(l4[4:6], uint16(size-s.l4))
 		}
-		l4[s.csumOff], l4[s.csumOff+1] = 0, 0
-		// The L4 header's length is a multiple of 4, so the payload
-		// starts at an even offset of what is summed.
-		acc := csumAdd(csumAddWord(s.pseudo, uint16(size-s.l4)), l4[:s.hl-s.l4])
-		acc = csumCopy(out[s.hl:], s.pkt[s.next:end], acc)
-		if s.tcp {
-			// tcp_gso_segment leaves a sum of 0 as 0; only UDP, where 0
-			// means "no checksum", sends it as 0xffff.
-			binary.BigEndian.PutUint16(l4[s.csumOff:], ^csumFold(acc))
-		} else {
-			putCsum(l4[s.csumOff:], acc)
+		switch {
+		case s.partial:
+			// Pending, as the kernel's own segmentation leaves a
+			// segment for a device that checksums: the pseudo-header sum
+			// of the segment's length.
+			copy(out[s.hl:], s.pkt[s.next:end])
+			binary.BigEndian.PutUint16(l4[s.csumOff:], csumFold(csumAddWord(s.pseudo, uint16(size-s.l4))))
+		default:
+			l4[s.csumOff], l4[s.csumOff+1] = 0, 0
+			// The L4 header's length is a multiple of 4, so the payload
+			// starts at an even offset of what is summed.
+			acc := csumAdd(csumAddWord(s.pseudo, uint16(size-s.l4)), l4[:s.hl-s.l4])
+			acc = csumCopy(out[s.hl:], s.pkt[s.next:end], acc)
+			if s.tcp {
+				// tcp_gso_segment leaves a sum of 0 as 0; only UDP, where
+				// 0 means "no checksum", sends it as 0xffff.
+				binary.BigEndian.PutUint16(l4[s.csumOff:], ^csumFold(acc))
+			} else {
+				putCsum(l4[s.csumOff:], acc)
+			}
 		}
 		sizes[n] = size
 		n++

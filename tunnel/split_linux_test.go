@@ -390,8 +390,36 @@ func TestSplitMatchesKernel(t *testing.T) {
 						r.superPackets.Load(), r.segments.Load(), r.malformed.Load(), r.tooBig.Load(), len(want))
 				}
 			}
+			// Left pending, for a peer that takes them so: the same
+			// segments, but each checksum field the pseudo-header sum of
+			// its own segment, as the kernel's segmentation leaves it for
+			// a device that checksums.
+			r := newTUNReader("test", nil)
+			r.partial.Store(&partialFunc{func(netip.Addr) bool { return true }})
+			got := splitAll(t, r, frame, 7, 1500)
+			if len(got) != len(want) {
+				t.Fatalf("partial: %d segments, want %d", len(got), len(want))
+			}
+			for i, g := range got {
+				l4, _, off, _ := l4Offset(g)
+				if !pendingOK(g) {
+					t.Fatalf("partial: segment %d: checksum field %#04x is not its pseudo-header sum", i, binary.BigEndian.Uint16(g[l4+off:]))
+				}
+				w := slices.Clone(want[i])
+				copy(w[l4+off:l4+off+2], g[l4+off:l4+off+2])
+				if !bytes.Equal(g, w) {
+					t.Fatalf("partial: segment %d differs from the kernel's but for the checksum", i)
+				}
+			}
 		})
 	}
+}
+
+// pendingOK says whether p's TCP or UDP checksum field holds the
+// pseudo-header sum of p's own length: pending.
+func pendingOK(p []byte) bool {
+	l4, proto, off, _ := l4Offset(p)
+	return binary.BigEndian.Uint16(p[l4+off:]) == refFold(refSum(refPseudo(p, proto, len(p)-l4)))
 }
 
 // TestSplitPlainPackets reads packets without GSO: copied as they are,
@@ -420,6 +448,16 @@ func TestSplitPlainPackets(t *testing.T) {
 	got = splitAll(t, r, append(hdr(virtioNeedsCsum, 20, 16), partial...), 4, 600)
 	if len(got) != 1 || !bytes.Equal(got[0], full[:600]) {
 		t.Errorf("NEEDS_CSUM into a short buffer: not the first 600 bytes of the finished packet")
+	}
+	// To a destination that takes checksums pending: left so.
+	dst := netip.AddrFrom4([4]byte(partial[16:20]))
+	r.partial.Store(&partialFunc{func(a netip.Addr) bool { return a == dst }})
+	if got := splitAll(t, r, append(hdr(virtioNeedsCsum, 20, 16), partial...), 4, 1500); len(got) != 1 || !bytes.Equal(got[0], partial) {
+		t.Errorf("NEEDS_CSUM to a peer that takes it pending: not copied as it is")
+	}
+	r.partial.Store(&partialFunc{func(a netip.Addr) bool { return a != dst }})
+	if got := splitAll(t, r, append(hdr(virtioNeedsCsum, 20, 16), partial...), 4, 1500); len(got) != 1 || !sameSegment(got[0], full) {
+		t.Errorf("NEEDS_CSUM to a peer that does not take it pending: checksum not finished")
 	}
 	if r.superPackets.Load() != 0 || r.malformed.Load() != 0 {
 		t.Errorf("%d super-packets, %d malformed; want none", r.superPackets.Load(), r.malformed.Load())
@@ -913,19 +951,28 @@ func BenchmarkSplit(b *testing.B) {
 		{"tcp6", superSpec{v6: true, gso: 1428, pay: 65535 - 32 - 8}},
 		{"udp4", superSpec{udp: true, gso: 1400, pay: 65000}},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			frame := c.spec.frame(b)
-			r := newTUNReader("bench", nil)
-			copy(r.buf[:], frame)
-			bufs, sizes := newBufs(MaxBatch, 1500)
-			b.SetBytes(int64(len(frame) - VirtioNetHdrLen))
-			b.ReportAllocs()
-			for b.Loop() {
-				if r.handle(len(frame), bufs, sizes, headroom) == 0 {
-					b.Fatal("nothing split")
-				}
+		for _, partial := range []bool{false, true} {
+			name := c.name
+			if partial {
+				name += "/partial"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				frame := c.spec.frame(b)
+				r := newTUNReader("bench", nil)
+				if partial {
+					r.partial.Store(&partialFunc{func(netip.Addr) bool { return true }})
+				}
+				copy(r.buf[:], frame)
+				bufs, sizes := newBufs(MaxBatch, 1500)
+				b.SetBytes(int64(len(frame) - VirtioNetHdrLen))
+				b.ReportAllocs()
+				for b.Loop() {
+					if r.handle(len(frame), bufs, sizes, headroom) == 0 {
+						b.Fatal("nothing split")
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -147,3 +147,18 @@ type BadChecksumCounter interface {
 	// BadChecksums is how many packets Write dropped so far.
 	BadChecksums() uint64
 }
+
+// ChecksumLeaver is a Device whose Read can leave the TCP and UDP
+// checksums of the packets it hands over pending (the field holding the
+// pseudo-header sum, as the kernel leaves it for offload) instead of
+// computing them: for packets whose receiver takes them so, that saves a
+// pass over every byte. A packet whose checksum the kernel already
+// computed keeps it.
+type ChecksumLeaver interface {
+	// LeaveChecksums says, from the next Read on, which packets may keep
+	// their checksum pending: those whose IP destination partial
+	// reports true for. partial runs once per packet or super-packet read,
+	// from the reading goroutine, so it must be quick and safe to call
+	// concurrently with anything else; nil means none.
+	LeaveChecksums(partial func(dst netip.Addr) bool)
+}

@@ -163,10 +163,12 @@ const (
 // Colours of the scenarios' bars, in the order of Scenarios(); the
 // baseline's is the strongest.
 var svgColours = map[string]string{
-	"underlay":         "#9a9a9a",
-	"kernel-vxlan":     "#3366aa",
-	"vxrouter-water":   "#ee8833",
-	"vxrouter-offload": "#229966",
+	"underlay":           "#9a9a9a",
+	"kernel-vxlan":       "#3366aa",
+	"vxrouter-water":     "#ee8833",
+	"vxrouter-offload":   "#229966",
+	"vxrouter-to-kernel": "#8855bb",
+	"kernel-to-vxrouter": "#cc4477",
 }
 
 // WriteSVG writes a bar chart: a panel per figure, a bar per scenario,

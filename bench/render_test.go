@@ -352,6 +352,20 @@ func TestWriteSVG(t *testing.T) {
 	}
 }
 
+// Every scenario has a colour of its own in the chart.
+func TestSVGColours(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range Scenarios() {
+		c := svgColours[s.Name]
+		if c == "" {
+			t.Errorf("%s has no colour", s.Name)
+		} else if other, ok := seen[c]; ok {
+			t.Errorf("%s and %s share %s", s.Name, other, c)
+		}
+		seen[c] = s.Name
+	}
+}
+
 // A scenario a cancelled run never reached is "not run", not "failed".
 func TestWriteTableNotRun(t *testing.T) {
 	rep := fixedReport()

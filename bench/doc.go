@@ -46,10 +46,37 @@
 //     this process's own wake-ups at both ends, the same in every scenario.
 //   - retransmits: segments the TCP senders sent again (TCP_INFO), lost
 //     or taken for lost because they came out of order.
-//   - CPU: user+system time of the vxrouter processes (/proc/<pid>/stat)
-//     across the TCP tests, divided by the gigabytes (1e9 bytes) they
-//     moved. The kernel's data planes do their work in softirq context,
-//     charged to no process: "-".
+//
+// Each TCP test is also measured for what it costs, in CPU seconds per
+// GB (1e9 bytes) the server received, read the same way in every
+// scenario:
+//
+//   - machine CPU: the whole machine's busy time over the test, all CPUs'
+//     user+nice+system+irq+softirq from the aggregate line of /proc/stat
+//     (not idle, iowait or steal). That is everything on the box: both
+//     traffic ends (this process, or iperf3), the kernel's softirqs where
+//     its vxlan and its forwarding run, the routers, and whatever else
+//     runs at the time, which is why the bench wants a quiet machine.
+//   - overlay CPU: machine CPU less the underlay scenario's in the same
+//     test (the medians); the underlay's own is 0. The underlay moves the
+//     same bytes over the same hops without encapsulation, so what is
+//     left is what the overlay adds. Throughput on a small machine
+//     depends on what else shares its CPUs; this cost per GB does much
+//     less, and is the figure that travels between machines and the one
+//     the kernel's vxlan and vxrouter are compared on. Without the
+//     underlay in the run there is none. Noise can put a cheap overlay's
+//     figure a little below zero; it then has no ratio.
+//   - router CPU: the vxrouter processes' user+system time alone
+//     (/proc/<pid>/stat): two nodes, one in the mixed scenarios
+//     vxrouter-to-kernel and kernel-to-vxrouter. The kernel's data
+//     planes do their work in softirq context, charged to no process:
+//     "-". It says how much of the overlay's cost is the router's own;
+//     the rest is the kernel's work for it (TUN, UDP) and the waking.
+//
+// Each round's values keep the raw clocks behind these: per TCP test
+// the window the CPU was read over (tcp1_cpu_window_s), the machine's
+// busy seconds in it (tcp1_machine_busy_s) and the routers'
+// (tcp1_router_cpu_s).
 //
 // # How to read it
 //
@@ -57,11 +84,11 @@
 // round-robin, each starting one scenario further on, so a machine that
 // slowly speeds up or slows down favours none. The ratio is scenario /
 // kernel-vxlan: above 1 is better for throughput and packet rates, below
-// 1 is better for round trips. On a small machine everything competes for
-// the same cores (both routers, both generator ends, the kernel's
-// softirqs), so the absolute numbers move with the machine; the ratios are
-// what travels. DESIGN.md lists what other data planes reach on such a
-// machine.
+// 1 is better for round trips and CPU. On a small machine everything
+// competes for the same cores (both routers, both generator ends, the
+// kernel's softirqs), so the absolute numbers move with the machine; the
+// ratios and the overlay's CPU per GB are what travels. DESIGN.md lists
+// what other data planes reach on such a machine.
 //
 // # Failures and cleanup
 //

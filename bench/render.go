@@ -113,10 +113,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p("Higher is better for Gbit/s and kpps; lower for loss, round trips and CPU.")
 	has := func(f func(Metric) bool) bool { return slices.ContainsFunc(metrics, f) }
 	if has(func(m Metric) bool { return strings.HasSuffix(m.Key, "_machine_s_per_gb") }) {
-		p("Machine CPU: all CPUs' busy time (/proc/stat: user+nice+system+irq+softirq) over the test per GB received: everything on the box, both traffic ends, the kernel's softirqs, the routers.")
+		p("Machine CPU: all CPUs' busy time (/proc/stat: user+nice+system+irq+softirq) over the test per GB received: everything on the box, both traffic ends, the kernel's softirqs, the routers, and anything else that ran.")
+		if b := r.busyNote(); b != nil {
+			p("%s", strings.Join(b, " "))
+		}
 	}
 	if has(func(m Metric) bool { return m.MinusUnderlay != "" }) {
-		p("Overlay CPU: machine CPU less the underlay's in the same test: what the overlay adds, the figure that travels between machines (-: the underlay has none).")
+		p("Overlay CPU: machine CPU less the underlay's in the same test: what the overlay adds, which travels between machines unless the machine was saturated (-: the underlay has none).")
 	}
 	if has(func(m Metric) bool { return m.Process }) {
 		p("Router CPU: the vxrouter processes' user+system time alone (two nodes; one in the mixed scenarios); the kernel's data planes have no process to charge (-).")
@@ -148,6 +151,27 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	return bw.Flush()
 }
+
+// busyNote says how busy the machine was over the TCP tests and, when
+// it was saturated, what that means for its CPU per GB; none without
+// the raw clocks.
+func (r *Report) busyNote() []string {
+	lo, hi, ok := r.machineBusy()
+	if !ok {
+		return nil
+	}
+	pct := func(f float64) string { return strconv.FormatFloat(100*f, 'f', 0, 64) }
+	note := []string{fmt.Sprintf("The machine was busy %s-%s%% of its %d CPUs' time in these tests.", pct(lo), pct(hi), r.Machine.NumCPU)}
+	if hi >= saturated {
+		note = append(note, fmt.Sprintf("Where it was saturated (%s%% or more), machine CPU per GB is about %d CPUs / throughput and counts what else ran.",
+			pct(saturated), r.Machine.NumCPU))
+	}
+	return note
+}
+
+// saturated is the share of the machine's CPU time above which a test
+// counts as having used all of it (ticks of 10 ms leave some slack).
+const saturated = 0.95
 
 // WriteJSON writes the whole report: machine, options, every round's raw
 // values and the medians.
@@ -205,6 +229,10 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		y += 16
 		p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(
 			"CPU per GB received: machine = all CPUs' busy time (/proc/stat) over the test; overlay = machine less the underlay's."))
+		for _, l := range r.busyNote() {
+			y += 16
+			p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(l))
+		}
 	}
 	y += 14
 

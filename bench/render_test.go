@@ -48,18 +48,21 @@ func fixedRounds() *Report {
 	water := ScenarioResult{Name: "vxrouter-water", Description: "water", RunArgs: []string{"--tun-backend", "water"}}
 	off := ScenarioResult{Name: "vxrouter-offload", Description: "offload", RunArgs: []string{"--tun-backend", "offload"},
 		Log: "--- vxrouter on node1\nflag provided but not defined: -tun-backend"}
-	machine := func(v map[string]float64, tcp1, tcp4 float64) map[string]float64 {
+	// The raw clocks of tcp1 (5 s windows on 2 CPUs): the machine busy
+	// 99% of the time in the underlay, 95% in kernel-vxlan, 60% in water.
+	machine := func(v map[string]float64, tcp1, tcp4, tcp1Busy float64) map[string]float64 {
 		v["tcp1_machine_s_per_gb"], v["tcp4_machine_s_per_gb"] = tcp1, tcp4
+		v["tcp1_cpu_window_s"], v["tcp1_machine_busy_s"] = 5, tcp1Busy
 		return v
 	}
 	for r := 1; r <= 3; r++ {
 		f := float64(r)
 		under.Rounds = append(under.Rounds, RoundResult{Round: r,
-			Values: machine(vals(11+f, 14, 900e3, 700e3, 40, 90), []float64{1.0, 1.2, 1.1}[r-1], 0.9)})
+			Values: machine(vals(11+f, 14, 900e3, 700e3, 40, 90), []float64{1.0, 1.2, 1.1}[r-1], 0.9, 9.9)})
 		// kernel medians: tcp1 10, tcp4 12, udp64 500k, udp1400 400k, p50 100, p99 200
 		kern.Rounds = append(kern.Rounds, RoundResult{Round: r,
-			Values: machine(vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1]), []float64{1.5, 1.6, 1.4}[r-1], 1.2)})
-		w := machine(vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800), []float64{9, 7, 8}[r-1], 6)
+			Values: machine(vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1]), []float64{1.5, 1.6, 1.4}[r-1], 1.2, 9.5)})
+		w := machine(vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800), []float64{9, 7, 8}[r-1], 6, 6)
 		w["tcp1_router_s_per_gb"] = []float64{2, 1, 4}[r-1]
 		w["tcp4_router_s_per_gb"] = 1.5
 		rd := RoundResult{Round: r, Values: w}
@@ -267,6 +270,7 @@ func TestWriteTable(t *testing.T) {
 		"Machine CPU: all CPUs' ",
 		"Overlay CPU: machine CPU less the underlay's",
 		"Router CPU: the vxrouter processes' ",
+		"The machine was busy 60-99% of its 2 CPUs' time in these tests. Where it was saturated (95% or more), machine CPU per GB is about 2 CPUs / throughput and counts what else ran.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q", want)
@@ -295,6 +299,36 @@ func TestWriteTableSubset(t *testing.T) {
 	out = b.String()
 	if strings.Contains(out, "TCP, 1 stream") || !strings.Contains(out, "TCP, 4 streams overlay CPU") || !strings.Contains(out, "Machine CPU:") {
 		t.Errorf("tcp4-only table:\n%s", out)
+	}
+}
+
+// The busy note follows the raw clocks: no saturation caveat below 95%,
+// no note without clocks or with no TCP test shown.
+func TestBusyNote(t *testing.T) {
+	rep := fixedReport()
+	if got := strings.Join(rep.busyNote(), " "); !strings.HasPrefix(got, "The machine was busy 60-99% ") || !strings.Contains(got, "saturated") {
+		t.Errorf("fixture: %q", got)
+	}
+	var svg bytes.Buffer
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if _, texts := parseSVG(t, svg.Bytes()); !strings.Contains(strings.Join(texts, "\n"), "The machine was busy 60-99% of its 2 CPUs' time in these tests.\nWhere it was saturated") {
+		t.Error("SVG lacks the busy note, one sentence a line")
+	}
+	for i := range rep.Scenarios {
+		for _, rd := range rep.Scenarios[i].Rounds {
+			if b, ok := rd.Values["tcp1_machine_busy_s"]; ok {
+				rd.Values["tcp1_machine_busy_s"] = b * 0.9 // 54% to 89%
+			}
+		}
+	}
+	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 54-89% of its 2 CPUs' time in these tests." {
+		t.Errorf("unsaturated: %q", got)
+	}
+	rep.Tests = []string{"tcp4", "latency"} // tcp4 has no raw clocks in the fixture
+	if got := rep.busyNote(); got != nil {
+		t.Errorf("without clocks: %q", got)
 	}
 }
 

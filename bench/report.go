@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -179,6 +180,35 @@ func (r *Report) shown() []Metric {
 		ms = append(ms, m)
 	}
 	return ms
+}
+
+// machineBusy returns the least and the most the machine was busy over a
+// TCP test the report shows, as a share of all its CPUs' time in the
+// window (from each round's raw clocks), and false when no round has
+// them. Near 1 the machine was saturated: its CPU per GB is then about
+// NumCPU over the throughput, and counts whatever else ran.
+func (r *Report) machineBusy() (lo, hi float64, ok bool) {
+	if r.Machine.NumCPU < 1 {
+		return 0, 0, false
+	}
+	lo = math.Inf(1)
+	for _, s := range r.Scenarios {
+		for _, rd := range s.Rounds {
+			for _, test := range r.Tests {
+				busy, bok := rd.Values[test+"_machine_busy_s"]
+				window, wok := rd.Values[test+"_cpu_window_s"]
+				if !bok || !wok || window <= 0 {
+					continue
+				}
+				share := busy / (window * float64(r.Machine.NumCPU))
+				lo, hi, ok = min(lo, share), max(hi, share), true
+			}
+		}
+	}
+	if !ok {
+		return 0, 0, false
+	}
+	return lo, hi, true
 }
 
 // summarize fills every scenario's medians and errors, then the figures

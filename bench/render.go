@@ -161,7 +161,11 @@ func (r *Report) busyNote() []string {
 		return nil
 	}
 	pct := func(f float64) string { return strconv.FormatFloat(100*f, 'f', 0, 64) }
-	note := []string{fmt.Sprintf("The machine was busy %s-%s%% of its %d CPUs' time in these tests.", pct(lo), pct(hi), r.Machine.NumCPU)}
+	busy := pct(lo) + "-" + pct(hi)
+	if pct(lo) == pct(hi) {
+		busy = pct(hi)
+	}
+	note := []string{fmt.Sprintf("The machine was busy %s%% of its %d CPUs' time in these tests.", busy, r.Machine.NumCPU)}
 	if hi >= saturated {
 		note = append(note, fmt.Sprintf("Where it was saturated (%s%% or more), machine CPU per GB is about %d CPUs / throughput and counts what else ran.",
 			pct(saturated), r.Machine.NumCPU))

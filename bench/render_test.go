@@ -326,6 +326,10 @@ func TestBusyNote(t *testing.T) {
 	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 54-89% of its 2 CPUs' time in these tests." {
 		t.Errorf("unsaturated: %q", got)
 	}
+	rep.Scenarios = rep.Scenarios[:1] // the underlay alone: 89.1% in every round
+	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 89% of its 2 CPUs' time in these tests." {
+		t.Errorf("one share: %q", got)
+	}
 	rep.Tests = []string{"tcp4", "latency"} // tcp4 has no raw clocks in the fixture
 	if got := rep.busyNote(); got != nil {
 		t.Errorf("without clocks: %q", got)

@@ -18,14 +18,16 @@ func benchCommand() *cli.Command {
 		Usage: "measure vxrouter against the kernel's vxlan and the bare underlay, pod to pod",
 		Description: "bench builds each scenario in network namespaces on this machine (two hosts,\n" +
 			"a pod on each), measures pod to pod with its own traffic generator (TCP 1 and\n" +
-			"4 streams with their retransmits, UDP packets/s at 64 and 1400 bytes, round-trip\n" +
-			"latency, vxrouter's CPU per GB) and tears it down again. Scenarios: underlay\n" +
-			"(pods routed without encapsulation), kernel-vxlan (flannel's vxlan backend),\n" +
-			"vxrouter-water, vxrouter-offload, and vxrouter-to-kernel and kernel-to-vxrouter\n" +
-			"(a vxrouter node and a kernel-vxlan node in one overlay, the client on the first\n" +
-			"named). It prints a table with each figure's ratio to kernel-vxlan;\n" +
-			"--json and --svg write the details and a chart. Progress goes to stderr.\n" +
-			"Exits non-zero if a scenario failed entirely. Needs root.",
+			"4 streams with their retransmits and CPU per GB: the whole machine's, the\n" +
+			"overlay's (the machine's less the underlay's) and the vxrouter processes'; UDP\n" +
+			"packets/s at 64 and 1400 bytes; round-trip latency) and tears it down again.\n" +
+			"Scenarios: underlay (pods routed without encapsulation), kernel-vxlan\n" +
+			"(flannel's vxlan backend), vxrouter-water, vxrouter-offload, and\n" +
+			"vxrouter-to-kernel and kernel-to-vxrouter (a vxrouter node and a kernel-vxlan\n" +
+			"node in one overlay, the client on the first named). It prints a table with\n" +
+			"each figure's ratio to kernel-vxlan; --json and --svg write the details and a\n" +
+			"chart. Progress goes to stderr. Exits non-zero if a scenario failed entirely.\n" +
+			"Needs root.",
 		Flags: []cli.Flag{
 			&cli.DurationFlag{Name: "duration", Value: bench.DefaultDuration, Usage: "length of each throughput test", EnvVars: []string{"VXROUTER_BENCH_DURATION"}},
 			&cli.IntFlag{Name: "rounds", Value: 1, Usage: "run every scenario this often, round-robin, and report medians", EnvVars: []string{"VXROUTER_BENCH_ROUNDS"}},

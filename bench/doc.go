@@ -46,10 +46,45 @@
 //     this process's own wake-ups at both ends, the same in every scenario.
 //   - retransmits: segments the TCP senders sent again (TCP_INFO), lost
 //     or taken for lost because they came out of order.
-//   - CPU: user+system time of the vxrouter processes (/proc/<pid>/stat)
-//     across the TCP tests, divided by the gigabytes (1e9 bytes) they
-//     moved. The kernel's data planes do their work in softirq context,
-//     charged to no process: "-".
+//
+// Each TCP test is also measured for what it costs, in CPU seconds per
+// GB (1e9 bytes) the server received, read the same way in every
+// scenario:
+//
+//   - machine CPU: the whole machine's busy time over the test, all CPUs'
+//     user+nice+system+irq+softirq from the aggregate line of /proc/stat
+//     (not idle, iowait or steal). That is everything on the box: both
+//     traffic ends (this process, or iperf3), the kernel's softirqs where
+//     its vxlan and its forwarding run, the routers, and whatever else
+//     runs at the time, which is why the bench wants a quiet machine.
+//   - overlay CPU: machine CPU less the underlay scenario's in the same
+//     test (the medians); the underlay's own is 0. The underlay moves the
+//     same bytes over the same hops without encapsulation, so what is
+//     left is what the overlay adds: a cost per GB that does not depend
+//     on how many CPUs the machine has or what else shares them, so it
+//     travels between machines, and the kernel's vxlan and vxrouter can
+//     be compared on it. Without the underlay in the run there is none.
+//     Noise can put a cheap overlay's figure a little below zero; it then
+//     has no ratio.
+//   - router CPU: the vxrouter processes' user+system time alone
+//     (/proc/<pid>/stat): two nodes, one in the mixed scenarios
+//     vxrouter-to-kernel and kernel-to-vxrouter. The kernel's data
+//     planes do their work in softirq context, charged to no process:
+//     "-". It says how much of the overlay's cost is the router's own;
+//     the rest is the kernel's work for it (TUN, UDP) and the waking.
+//
+// That holds while the machine has CPU to spare. A TCP test sends as fast
+// as it can, and on a small machine it keeps every CPU busy: machine CPU
+// per GB is then NumCPU × the test's length / bytes, the inverse of the
+// throughput, and other work on the machine raises it as it lowers the
+// throughput. The table and chart say how busy the machine was (from
+// the raw clocks below) and warn when it was saturated; the router CPU,
+// charged to the processes, has no such ceiling.
+//
+// Each round's values keep the raw clocks behind these: per TCP test
+// the window the CPU was read over (tcp1_cpu_window_s), the machine's
+// busy seconds in it (tcp1_machine_busy_s) and the routers'
+// (tcp1_router_cpu_s).
 //
 // # How to read it
 //
@@ -57,11 +92,12 @@
 // round-robin, each starting one scenario further on, so a machine that
 // slowly speeds up or slows down favours none. The ratio is scenario /
 // kernel-vxlan: above 1 is better for throughput and packet rates, below
-// 1 is better for round trips. On a small machine everything competes for
-// the same cores (both routers, both generator ends, the kernel's
-// softirqs), so the absolute numbers move with the machine; the ratios are
-// what travels. DESIGN.md lists what other data planes reach on such a
-// machine.
+// 1 is better for round trips and CPU. On a small machine everything
+// competes for the same cores (both routers, both generator ends, the
+// kernel's softirqs), so the absolute numbers move with the machine; the
+// ratios, and the overlay's CPU per GB where the machine was not
+// saturated, are what travels. DESIGN.md lists what other data planes
+// reach on such a machine.
 //
 // # Failures and cleanup
 //

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"math"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,69 @@ time=x level=INFO msg="tun up" dev=vxr0`
 	}
 	if got := dataPlaneNotes("node1", "no such line", nil); got != nil {
 		t.Errorf("no data plane line: %q", got)
+	}
+}
+
+func TestParseProcStatBusy(t *testing.T) {
+	// A 2-CPU machine's /proc/stat (trimmed intr line). Aggregate: user
+	// 74698, nice 5, system 48190, idle 241560 (out), iowait 886 (out),
+	// irq 3, softirq 20865, steal 110 (out), guest 7 and guest_nice 1
+	// (out: already inside user and nice).
+	stat := `cpu  74698 5 48190 241560 886 3 20865 110 7 1
+cpu0 36354 0 23737 122247 141 0 10742 54 0 0
+cpu1 38344 5 24452 119312 745 3 10123 55 7 1
+intr 10131734 0 0 0
+ctxt 22306958
+btime 1764120000
+processes 41234
+procs_running 3
+procs_blocked 0
+softirq 9812734 0 2412341 12 1823412 0 0 21 3412341 0 1234
+`
+	const want = (74698 + 5 + 48190 + 3 + 20865) / 100.0
+	got, err := parseProcStatBusy(stat)
+	if err != nil || math.Abs(got-want) > 1e-9 {
+		t.Errorf("parseProcStatBusy = %v, %v; want %v s", got, err, want)
+	}
+	// An old kernel's line of seven fields is enough.
+	if got, err := parseProcStatBusy("cpu 100 0 50 900 0 0 25\n"); err != nil || got != 1.75 {
+		t.Errorf("seven fields: %v, %v; want 1.75 s", got, err)
+	}
+	for _, bad := range []string{
+		"",
+		"cpu0 36354 0 23737 122247 141 0 10742 54 0 0\n", // per-CPU lines only
+		"cpu 100 0 50 900 0 0\n",                         // six fields
+		"cpu 100 0 x 900 0 0 25 0 0 0\n",                 // system not a number
+		"cpu 100 0 50 900 0 0 -25 0 0 0\n",               // negative softirq
+		"softirq 9812734 0 2412341\n",
+	} {
+		if got, err := parseProcStatBusy(bad); err == nil {
+			t.Errorf("parseProcStatBusy(%q) = %v, no error", bad, got)
+		}
+	}
+}
+
+func TestMachineBusySelf(t *testing.T) {
+	// 100 ms of spinning is at least that much busy time on the machine,
+	// and no window can hold more than NumCPU times its length (plus a
+	// tick per CPU at each end).
+	t0 := time.Now()
+	before, err := machineBusySeconds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(100 * time.Millisecond)
+	x := 0
+	for time.Now().Before(end) {
+		x++
+	}
+	after, err := machineBusySeconds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	window := time.Since(t0).Seconds()
+	ncpu := float64(runtime.NumCPU())
+	if busy := after - before; busy < 0.07 || busy > window*ncpu+2*ncpu/userHZ {
+		t.Errorf("100 ms of spinning in %.3f s on %v CPUs read as %.2f s of machine busy time (%d loops)", window, ncpu, busy, x)
 	}
 }

@@ -19,7 +19,8 @@ func (m Metric) format(v float64) string {
 // value, its ratio to the baseline, or why there is none.
 type cell struct {
 	value, ratio string
-	missing      string // "failed", "-"
+	missing      string // "failed", "not run", "-"
+	why          string // for the chart, the longer form of a "-"
 }
 
 func (r *Report) cell(s *ScenarioResult, m Metric) cell {
@@ -28,10 +29,14 @@ func (r *Report) cell(s *ScenarioResult, m Metric) cell {
 		if len(s.Rounds) == 0 {
 			return cell{missing: "not run"} // cancelled before its turn
 		}
-		if m.Key == "cpu_s_per_gb" && !s.Failed() {
+		if m.Process && !s.Failed() {
 			if sc, found := LookupScenario(s.Name); found && sc.Kernel {
-				return cell{missing: "-"} // no process to charge
+				return cell{missing: "-", why: "n/a: in the kernel"} // no process to charge
 			}
+		}
+		if _, have := s.Median[m.MinusUnderlay]; m.MinusUnderlay != "" && have {
+			// The scenario has its figure; the underlay does not.
+			return cell{missing: "-", why: "n/a: no underlay figure"}
 		}
 		return cell{missing: "failed"}
 	}
@@ -106,8 +111,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	p("")
 	p("Higher is better for Gbit/s and kpps; lower for loss, round trips and CPU.")
-	if slices.ContainsFunc(metrics, func(m Metric) bool { return m.Key == "cpu_s_per_gb" }) {
-		p("CPU: the vxrouter processes' user+system time over the TCP tests per GB moved (two nodes; one in the mixed scenarios); the kernel's data planes have no process to charge (-).")
+	has := func(f func(Metric) bool) bool { return slices.ContainsFunc(metrics, f) }
+	if has(func(m Metric) bool { return strings.HasSuffix(m.Key, "_machine_s_per_gb") }) {
+		p("Machine CPU: all CPUs' busy time (/proc/stat: user+nice+system+irq+softirq) over the test per GB received: everything on the box, both traffic ends, the kernel's softirqs, the routers, and anything else that ran.")
+		if b := r.busyNote(); b != nil {
+			p("%s", strings.Join(b, " "))
+		}
+	}
+	if has(func(m Metric) bool { return m.MinusUnderlay != "" }) {
+		p("Overlay CPU: machine CPU less the underlay's in the same test: what the overlay adds, which travels between machines unless the machine was saturated (-: the underlay has none).")
+	}
+	if has(func(m Metric) bool { return m.Process }) {
+		p("Router CPU: the vxrouter processes' user+system time alone (two nodes; one in the mixed scenarios); the kernel's data planes have no process to charge (-).")
 	}
 	for _, s := range r.Scenarios {
 		p("%-*s %s", lw, s.Name+":", s.Description)
@@ -137,6 +152,31 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return bw.Flush()
 }
 
+// busyNote says how busy the machine was over the TCP tests and, when
+// it was saturated, what that means for its CPU per GB; none without
+// the raw clocks.
+func (r *Report) busyNote() []string {
+	lo, hi, ok := r.machineBusy()
+	if !ok {
+		return nil
+	}
+	pct := func(f float64) string { return strconv.FormatFloat(100*f, 'f', 0, 64) }
+	busy := pct(lo) + "-" + pct(hi)
+	if pct(lo) == pct(hi) {
+		busy = pct(hi)
+	}
+	note := []string{fmt.Sprintf("The machine was busy %s%% of its %d CPUs' time in these tests.", busy, r.Machine.NumCPU)}
+	if hi >= saturated {
+		note = append(note, fmt.Sprintf("Where it was saturated (%s%% or more), machine CPU per GB is about %d CPUs / throughput and counts what else ran.",
+			pct(saturated), r.Machine.NumCPU))
+	}
+	return note
+}
+
+// saturated is the share of the machine's CPU time above which a test
+// counts as having used all of it (ticks of 10 ms leave some slack).
+const saturated = 0.95
+
 // WriteJSON writes the whole report: machine, options, every round's raw
 // values and the medians.
 func (r *Report) WriteJSON(w io.Writer) error {
@@ -163,10 +203,12 @@ const (
 // Colours of the scenarios' bars, in the order of Scenarios(); the
 // baseline's is the strongest.
 var svgColours = map[string]string{
-	"underlay":         "#9a9a9a",
-	"kernel-vxlan":     "#3366aa",
-	"vxrouter-water":   "#ee8833",
-	"vxrouter-offload": "#229966",
+	"underlay":           "#9a9a9a",
+	"kernel-vxlan":       "#3366aa",
+	"vxrouter-water":     "#ee8833",
+	"vxrouter-offload":   "#229966",
+	"vxrouter-to-kernel": "#8855bb",
+	"kernel-to-vxrouter": "#cc4477",
 }
 
 // WriteSVG writes a bar chart: a panel per figure, a bar per scenario,
@@ -187,6 +229,15 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	y += 16
 	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
 		"Each bar is labelled with its value and its ratio to %s (the dashed line). Each panel has its own scale from zero.", r.Baseline)))
+	if slices.ContainsFunc(r.shown(), func(m Metric) bool { return m.Chart && m.Unit == "s/GB" }) {
+		y += 16
+		p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(
+			"CPU per GB received: machine = all CPUs' busy time (/proc/stat) over the test; overlay = machine less the underlay's."))
+		for _, l := range r.busyNote() {
+			y += 16
+			p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(l))
+		}
+	}
 	y += 14
 
 	for _, m := range r.shown() {
@@ -223,7 +274,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 			if c.missing != "" {
 				why, colour := c.missing, "#b03030"
 				if c.missing == "-" {
-					why, colour = "n/a: in the kernel", "#777"
+					why, colour = c.why, "#777"
 				}
 				p(`<text x="%d" y="%d" font-size="12" fill="%s" %s>%s</text>`, svgBarX+6, y+svgBarH-3, colour, halo, esc(why))
 				y += svgRowH

@@ -12,10 +12,20 @@ import (
 	"time"
 )
 
-// fixedReport has four scenarios over three rounds: kernel-vxlan without
-// CPU figures, vxrouter-offload failed in every round, and vxrouter-water
-// missing udp64 in one round (the median then comes from two).
+// fixedReport has four scenarios over three rounds: the kernel ones
+// without router CPU figures, vxrouter-offload failed in every round,
+// and vxrouter-water missing udp64 in one round (the median then comes
+// from two). Machine CPU medians, s/GB, tcp1 and tcp4: underlay 1.1 and
+// 0.9, kernel-vxlan 1.5 and 1.2, water 8 and 6; so overlay CPU: 0 and 0,
+// 0.4 and 0.3, 6.9 and 5.1. Water's router CPU: 2 and 1.5.
 func fixedReport() *Report {
+	rep := fixedRounds()
+	rep.summarize()
+	return rep
+}
+
+// fixedRounds is fixedReport before summarize.
+func fixedRounds() *Report {
 	rep := &Report{
 		Machine:     Machine{NumCPU: 2, Kernel: "Linux 6.1.0", GoVersion: "go1.26.8", TCPCongestion: "bbr"},
 		Started:     time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
@@ -38,13 +48,23 @@ func fixedReport() *Report {
 	water := ScenarioResult{Name: "vxrouter-water", Description: "water", RunArgs: []string{"--tun-backend", "water"}}
 	off := ScenarioResult{Name: "vxrouter-offload", Description: "offload", RunArgs: []string{"--tun-backend", "offload"},
 		Log: "--- vxrouter on node1\nflag provided but not defined: -tun-backend"}
+	// The raw clocks of tcp1 (5 s windows on 2 CPUs): the machine busy
+	// 99% of the time in the underlay, 95% in kernel-vxlan, 60% in water.
+	machine := func(v map[string]float64, tcp1, tcp4, tcp1Busy float64) map[string]float64 {
+		v["tcp1_machine_s_per_gb"], v["tcp4_machine_s_per_gb"] = tcp1, tcp4
+		v["tcp1_cpu_window_s"], v["tcp1_machine_busy_s"] = 5, tcp1Busy
+		return v
+	}
 	for r := 1; r <= 3; r++ {
 		f := float64(r)
-		under.Rounds = append(under.Rounds, RoundResult{Round: r, Values: vals(11+f, 14, 900e3, 700e3, 40, 90)})
+		under.Rounds = append(under.Rounds, RoundResult{Round: r,
+			Values: machine(vals(11+f, 14, 900e3, 700e3, 40, 90), []float64{1.0, 1.2, 1.1}[r-1], 0.9, 9.9)})
 		// kernel medians: tcp1 10, tcp4 12, udp64 500k, udp1400 400k, p50 100, p99 200
-		kern.Rounds = append(kern.Rounds, RoundResult{Round: r, Values: vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1])})
-		w := vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800)
-		w["cpu_s_per_gb"] = []float64{2, 1, 4}[r-1]
+		kern.Rounds = append(kern.Rounds, RoundResult{Round: r,
+			Values: machine(vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1]), []float64{1.5, 1.6, 1.4}[r-1], 1.2, 9.5)})
+		w := machine(vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800), []float64{9, 7, 8}[r-1], 6, 6)
+		w["tcp1_router_s_per_gb"] = []float64{2, 1, 4}[r-1]
+		w["tcp4_router_s_per_gb"] = 1.5
 		rd := RoundResult{Round: r, Values: w}
 		if r == 2 {
 			delete(rd.Values, "udp64_pps")
@@ -56,9 +76,6 @@ func fixedReport() *Report {
 			Errors: map[string]string{"build": "build vxrouter-offload: node node1 exited (exit status 1):\nflag provided but not defined"}})
 	}
 	rep.Scenarios = []ScenarioResult{under, kern, water, off}
-	for i := range rep.Scenarios {
-		rep.Scenarios[i].summarize()
-	}
 	return rep
 }
 
@@ -81,7 +98,7 @@ func TestMedian(t *testing.T) {
 
 func TestSummarize(t *testing.T) {
 	rep := fixedReport()
-	k, w, o := rep.Scenario("kernel-vxlan"), rep.Scenario("vxrouter-water"), rep.Scenario("vxrouter-offload")
+	u, k, w, o := rep.Scenario("underlay"), rep.Scenario("kernel-vxlan"), rep.Scenario("vxrouter-water"), rep.Scenario("vxrouter-offload")
 	checks := []struct {
 		s    *ScenarioResult
 		key  string
@@ -91,15 +108,35 @@ func TestSummarize(t *testing.T) {
 		{k, "rtt_p99_us", 200},
 		{w, "tcp1_gbps", 3},
 		{w, "udp64_pps", 150e3}, // rounds 1 and 3 only
-		{w, "cpu_s_per_gb", 2},
+		{w, "tcp1_router_s_per_gb", 2},
+		{w, "tcp4_router_s_per_gb", 1.5},
+		{u, "tcp1_machine_s_per_gb", 1.1},
+		{k, "tcp1_machine_s_per_gb", 1.5},
+		{w, "tcp1_machine_s_per_gb", 8},
+		// Overlay: the scenario's machine median less the underlay's.
+		{u, "tcp1_overlay_s_per_gb", 0},
+		{k, "tcp1_overlay_s_per_gb", 0.4},
+		{w, "tcp1_overlay_s_per_gb", 6.9},
+		{u, "tcp4_overlay_s_per_gb", 0},
+		{k, "tcp4_overlay_s_per_gb", 0.3},
+		{w, "tcp4_overlay_s_per_gb", 5.1},
 	}
 	for _, c := range checks {
-		if got := c.s.Median[c.key]; got != c.want {
-			t.Errorf("%s median %s = %v, want %v", c.s.Name, c.key, got, c.want)
+		if got, ok := c.s.Median[c.key]; !ok || math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s median %s = %v (present %v), want %v", c.s.Name, c.key, got, ok, c.want)
 		}
 	}
-	if _, ok := k.Median["cpu_s_per_gb"]; ok {
-		t.Error("kernel-vxlan has a CPU median")
+	for _, key := range []string{"tcp1_router_s_per_gb", "tcp4_router_s_per_gb"} {
+		if _, ok := k.Median[key]; ok {
+			t.Errorf("kernel-vxlan has a median %s", key)
+		}
+	}
+	if _, ok := o.Median["tcp1_overlay_s_per_gb"]; ok {
+		t.Error("failed offload has an overlay figure")
+	}
+	// Derived figures are in the medians only, not in a round.
+	if _, ok := w.Rounds[0].Values["tcp1_overlay_s_per_gb"]; ok {
+		t.Error("overlay CPU stored in a round")
 	}
 	if !o.Failed() || !strings.HasPrefix(o.Error, "build: ") {
 		t.Errorf("offload: failed %v, error %q; want failed with the build error", o.Failed(), o.Error)
@@ -130,14 +167,29 @@ func TestRatio(t *testing.T) {
 		{"kernel-vxlan", "tcp1_gbps", 1, true},
 		{"vxrouter-water", "udp64_pps", 0.3, true},
 		{"vxrouter-water", "rtt_p50_us", 2.5, true},
-		{"vxrouter-water", "udp64_loss_pct", 0, false}, // no ratio for loss
-		{"vxrouter-water", "cpu_s_per_gb", 0, false},   // nor for CPU
-		{"vxrouter-offload", "tcp1_gbps", 0, false},    // failed
+		{"vxrouter-water", "tcp1_machine_s_per_gb", 8 / 1.5, true},
+		{"vxrouter-water", "tcp1_overlay_s_per_gb", 6.9 / 0.4, true},
+		{"underlay", "tcp1_overlay_s_per_gb", 0, true},
+		{"vxrouter-water", "udp64_loss_pct", 0, false},       // no ratio for loss
+		{"vxrouter-water", "tcp1_router_s_per_gb", 0, false}, // nor for the routers' CPU
+		{"vxrouter-offload", "tcp1_gbps", 0, false},          // failed
 	} {
 		got, ok := rep.Ratio(c.scen, metric(c.key))
 		if ok != c.ok || math.Abs(got-c.want) > 1e-9 {
 			t.Errorf("Ratio(%s, %s) = %v, %v; want %v, %v", c.scen, c.key, got, ok, c.want, c.ok)
 		}
+	}
+	// An overlay figure below zero (noise larger than the overlay's
+	// cost) has no ratio, nor has anything over a baseline below zero.
+	overlay := metric("tcp1_overlay_s_per_gb")
+	w, k := rep.Scenario("vxrouter-water"), rep.Scenario("kernel-vxlan")
+	w.Median[overlay.Key] = -0.1
+	if got, ok := rep.Ratio("vxrouter-water", overlay); ok {
+		t.Errorf("ratio %v of a negative overlay figure", got)
+	}
+	w.Median[overlay.Key], k.Median[overlay.Key] = 0.5, -0.1
+	if got, ok := rep.Ratio("vxrouter-water", overlay); ok {
+		t.Errorf("ratio %v over a negative baseline", got)
 	}
 	// Without the baseline in the report there are no ratios.
 	rep.Scenarios = rep.Scenarios[2:]
@@ -170,11 +222,26 @@ func TestWriteTable(t *testing.T) {
 		{"UDP 64 B received", "UDP 64 B received kpps 900.0 1.80x 500.0 1.00x 150.0 0.30x failed"},
 		{"UDP 64 B loss", "UDP 64 B loss % 10.0 10.0 10.0 failed"},
 		{"round trip p99", "round trip p99 ms 0.090 0.45x 0.200 1.00x 0.800 4.00x failed"},
-		{"router CPU per GB", "router CPU per GB (TCP) s/GB - - 2.00 failed"},
+		{"TCP, 1 stream machine CPU", "TCP, 1 stream machine CPU s/GB 1.10 0.73x 1.50 1.00x 8.00 5.33x failed"},
+		{"TCP, 1 stream overlay CPU", "TCP, 1 stream overlay CPU s/GB 0.00 0.00x 0.40 1.00x 6.90 17.25x failed"},
+		{"TCP, 1 stream router CPU", "TCP, 1 stream router CPU s/GB - - 2.00 failed"},
+		{"TCP, 4 streams machine CPU", "TCP, 4 streams machine CPU s/GB 0.90 0.75x 1.20 1.00x 6.00 5.00x failed"},
+		{"TCP, 4 streams overlay CPU", "TCP, 4 streams overlay CPU s/GB 0.00 0.00x 0.30 1.00x 5.10 17.00x failed"},
+		{"TCP, 4 streams router CPU", "TCP, 4 streams router CPU s/GB - - 1.50 failed"},
 	} {
 		if got := fieldsOf(row(c.row)); got != c.want {
 			t.Errorf("row %q:\n got  %q\n want %q", c.row, got, c.want)
 		}
+	}
+	// Each TCP test's costs follow its throughput and retransmits.
+	var order []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "TCP, 1 stream") {
+			order = append(order, strings.Join(strings.Fields(l)[3:5], " "))
+		}
+	}
+	if got := strings.Join(order, ", "); got != "Gbit/s 13.00, retransmits segs, machine CPU, overlay CPU, router CPU" {
+		t.Errorf("rows of TCP, 1 stream: %s", got)
 	}
 	hdr := fieldsOf(lines[3])
 	if hdr != "underlay kernel-vxlan vxrouter-water vxrouter-offload" {
@@ -200,6 +267,10 @@ func TestWriteTable(t *testing.T) {
 		"vxrouter-water had an error: udp64: udp test: send: boom",
 		"vxrouter run --tun-backend water",
 		"underlay:",
+		"Machine CPU: all CPUs' ",
+		"Overlay CPU: machine CPU less the underlay's",
+		"Router CPU: the vxrouter processes' ",
+		"The machine was busy 60-99% of its 2 CPUs' time in these tests. Where it was saturated (95% or more), machine CPU per GB is about 2 CPUs / throughput and counts what else ran.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q", want)
@@ -216,8 +287,126 @@ func TestWriteTableSubset(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	if strings.Contains(out, "TCP, ") || strings.Contains(out, "CPU per GB") || strings.Contains(out, "UDP") || !strings.Contains(out, "round trip p50") {
+	if strings.Contains(out, "TCP, ") || strings.Contains(out, "s/GB") || strings.Contains(out, "CPU:") || strings.Contains(out, "UDP") || !strings.Contains(out, "round trip p50") {
 		t.Errorf("latency-only table:\n%s", out)
+	}
+
+	rep.Tests = []string{"tcp4"}
+	b.Reset()
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	if strings.Contains(out, "TCP, 1 stream") || !strings.Contains(out, "TCP, 4 streams overlay CPU") || !strings.Contains(out, "Machine CPU:") {
+		t.Errorf("tcp4-only table:\n%s", out)
+	}
+}
+
+// The busy note follows the raw clocks: no saturation caveat below 95%,
+// no note without clocks or with no TCP test shown.
+func TestBusyNote(t *testing.T) {
+	rep := fixedReport()
+	if got := strings.Join(rep.busyNote(), " "); !strings.HasPrefix(got, "The machine was busy 60-99% ") || !strings.Contains(got, "saturated") {
+		t.Errorf("fixture: %q", got)
+	}
+	var svg bytes.Buffer
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if _, texts := parseSVG(t, svg.Bytes()); !strings.Contains(strings.Join(texts, "\n"), "The machine was busy 60-99% of its 2 CPUs' time in these tests.\nWhere it was saturated") {
+		t.Error("SVG lacks the busy note, one sentence a line")
+	}
+	for i := range rep.Scenarios {
+		for _, rd := range rep.Scenarios[i].Rounds {
+			if b, ok := rd.Values["tcp1_machine_busy_s"]; ok {
+				rd.Values["tcp1_machine_busy_s"] = b * 0.9 // 54% to 89%
+			}
+		}
+	}
+	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 54-89% of its 2 CPUs' time in these tests." {
+		t.Errorf("unsaturated: %q", got)
+	}
+	rep.Scenarios = rep.Scenarios[:1] // the underlay alone: 89.1% in every round
+	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 89% of its 2 CPUs' time in these tests." {
+		t.Errorf("one share: %q", got)
+	}
+	rep.Tests = []string{"tcp4", "latency"} // tcp4 has no raw clocks in the fixture
+	if got := rep.busyNote(); got != nil {
+		t.Errorf("without clocks: %q", got)
+	}
+}
+
+// Without the underlay in the report there is no overlay CPU: no figure,
+// no row, no bar; the machine's CPU is still there.
+func TestOverlayWithoutUnderlay(t *testing.T) {
+	rep := fixedRounds()
+	rep.Scenarios = rep.Scenarios[1:]
+	rep.summarize()
+	for _, s := range rep.Scenarios {
+		for k := range s.Median {
+			if strings.Contains(k, "overlay") {
+				t.Errorf("%s has %s without an underlay", s.Name, k)
+			}
+		}
+	}
+	var b, svg bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); strings.Contains(out, "overlay CPU") || strings.Contains(out, "Overlay CPU:") || !strings.Contains(out, "TCP, 1 stream machine CPU") {
+		t.Errorf("table without underlay:\n%s", out)
+	}
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	bars, _ := parseSVG(t, svg.Bytes())
+	machine := 0
+	for _, bar := range bars {
+		if strings.Contains(bar.metric, "overlay") {
+			t.Errorf("bar %v without an underlay", bar)
+		}
+		if bar.metric == "tcp1_machine_s_per_gb" {
+			machine++
+		}
+	}
+	if machine != 2 {
+		t.Errorf("%d machine CPU bars, want kernel-vxlan's and water's", machine)
+	}
+}
+
+// An underlay that failed a test leaves the others' overlay figure of
+// that test at "-"; its own is "failed".
+func TestOverlayUnderlayFailed(t *testing.T) {
+	rep := fixedRounds()
+	for i := range rep.Scenarios[0].Rounds {
+		rd := &rep.Scenarios[0].Rounds[i]
+		delete(rd.Values, "tcp1_gbps")
+		delete(rd.Values, "tcp1_machine_s_per_gb")
+		rd.Errors = map[string]string{"tcp1": "tcp test: connect: refused"}
+	}
+	rep.summarize()
+	var b, svg bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"TCP, 1 stream overlay CPU s/GB failed - - failed",
+		"TCP, 4 streams overlay CPU s/GB 0.00 0.00x 0.30 1.00x 5.10 17.00x failed",
+	} {
+		found := false
+		for l := range strings.Lines(out) {
+			found = found || strings.Join(strings.Fields(l), " ") == want
+		}
+		if !found {
+			t.Errorf("table lacks row %q:\n%s", want, out)
+		}
+	}
+	if err := rep.WriteSVG(&svg); err != nil {
+		t.Fatal(err)
+	}
+	if _, texts := parseSVG(t, svg.Bytes()); !strings.Contains(strings.Join(texts, "\n"), "n/a: no underlay figure") {
+		t.Error("SVG does not say why the overlay figure is missing")
 	}
 }
 
@@ -237,6 +426,9 @@ func TestWriteJSON(t *testing.T) {
 	w := back.Scenario("vxrouter-water")
 	if w.Median["tcp1_gbps"] != 3 || len(w.Rounds) != 3 || w.Rounds[0].Values["tcp1_gbps"] != 3.5 {
 		t.Errorf("water after JSON: median %v, rounds %+v", w.Median, w.Rounds)
+	}
+	if math.Abs(w.Median["tcp1_overlay_s_per_gb"]-6.9) > 1e-9 || w.Median["tcp1_machine_s_per_gb"] != 8 || w.Median["tcp1_router_s_per_gb"] != 2 {
+		t.Errorf("water's CPU figures after JSON: %v", w.Median)
 	}
 	// The keys a reader scripts against.
 	var raw map[string]any
@@ -337,18 +529,43 @@ func TestWriteSVG(t *testing.T) {
 			t.Errorf("bar %v appears %d times, want once", k, got[k])
 		}
 	}
-	if len(want) != 7*3-2 { // 7 charted figures x 3 live scenarios, minus CPU of the two kernel ones
-		t.Errorf("%d bars expected by the fixture, want 19", len(want))
+	if len(want) != 8*3 { // 8 charted figures x 3 live scenarios
+		t.Errorf("%d bars expected by the fixture, want 24", len(want))
+	}
+	for _, key := range []string{"tcp1_machine_s_per_gb", "tcp1_overlay_s_per_gb"} {
+		if !want[[2]string{"vxrouter-water", key}] {
+			t.Errorf("no panel for %s", key)
+		}
 	}
 	// Bars are to scale within a panel: water's TCP is 3/13 of underlay's.
 	wu, ww := widths[[2]string{"underlay", "tcp1_gbps"}], widths[[2]string{"vxrouter-water", "tcp1_gbps"}]
 	if wu != svgBarMax || math.Abs(ww-wu*3/13) > 0.1 {
 		t.Errorf("tcp1 bar widths underlay %v water %v, want %v and %v", wu, ww, float64(svgBarMax), wu*3/13)
 	}
-	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "2.00 s/GB\n", "failed", "n/a: in the kernel", "no overlay <&>", "log: flag provided but not defined: -tun-backend"} {
+	// Overlay bars to scale too: kernel-vxlan's is 0.4/6.9 of water's.
+	wo, ko := widths[[2]string{"vxrouter-water", "tcp1_overlay_s_per_gb"}], widths[[2]string{"kernel-vxlan", "tcp1_overlay_s_per_gb"}]
+	if wo != svgBarMax || math.Abs(ko-wo*0.4/6.9) > 0.1 {
+		t.Errorf("tcp1 overlay bar widths water %v kernel %v, want %v and %v", wo, ko, float64(svgBarMax), wo*0.4/6.9)
+	}
+	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "8.00 s/GB\n5.33x", "6.90 s/GB\n17.25x", "0.00 s/GB\n0.00x",
+		"overlay = machine less the underlay's", "failed", "no overlay <&>", "log: flag provided but not defined: -tun-backend"} {
 		if !strings.Contains(all, s) {
 			t.Errorf("SVG text lacks %q", s)
 		}
+	}
+}
+
+// Every scenario has a colour of its own in the chart.
+func TestSVGColours(t *testing.T) {
+	seen := map[string]string{}
+	for _, s := range Scenarios() {
+		c := svgColours[s.Name]
+		if c == "" {
+			t.Errorf("%s has no colour", s.Name)
+		} else if other, ok := seen[c]; ok {
+			t.Errorf("%s and %s share %s", s.Name, other, c)
+		}
+		seen[c] = s.Name
 	}
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -8,6 +9,10 @@ import (
 // Baseline is the scenario every ratio is relative to: the kernel's vxlan,
 // which is what a userspace router has to be measured against.
 const Baseline = "kernel-vxlan"
+
+// Underlay is the scenario without an overlay, whose machine CPU the
+// overlay CPU figures subtract.
+const Underlay = "underlay"
 
 // Metric is one figure the bench reports, as a row of the table, a panel
 // of the chart and a key of the JSON.
@@ -23,27 +28,45 @@ type Metric struct {
 	// HigherBetter is false for latency, loss and CPU cost.
 	HigherBetter bool
 	// Ratio says whether a ratio to the baseline means something (not
-	// for loss, not for CPU cost, which the kernel's data planes have no
-	// process to charge to).
+	// for loss, not for the routers' CPU, which the kernel's data planes
+	// have no process to charge to).
 	Ratio bool
 	// Chart says whether the metric gets a panel in the SVG.
 	Chart bool
+	// Process says the figure is the vxrouter processes' own: a kernel
+	// data plane has none, shown as "-".
+	Process bool
+	// MinusUnderlay makes the figure a difference the report derives
+	// after the rounds: the scenario's median of the metric keyed
+	// MinusUnderlay less the underlay scenario's. Such a row is shown
+	// only when the underlay scenario is in the report.
+	MinusUnderlay string
 }
 
 // Metrics are the figures in the order the table and the chart show them.
 // Every value is stored unscaled in the JSON (bit/s as Gbit/s, pps, µs).
+//
+// Each TCP test has three costs, in CPU seconds per GB (1e9 bytes) the
+// server received: the whole machine's busy time over the test; the
+// overlay's, which is the machine's less the underlay's for the same
+// test; and the vxrouter processes' alone.
 var Metrics = []Metric{
 	{Key: "tcp1_gbps", Test: "tcp1", Name: "TCP, 1 stream", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "tcp1_retrans", Test: "tcp1", Name: "TCP, 1 stream retransmits", Unit: "segs", Scale: 1, Digits: 0},
+	{Key: "tcp1_machine_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true},
+	{Key: "tcp1_overlay_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true, MinusUnderlay: "tcp1_machine_s_per_gb"},
+	{Key: "tcp1_router_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream router CPU", Unit: "s/GB", Scale: 1, Digits: 2, Process: true},
 	{Key: "tcp4_gbps", Test: "tcp4", Name: "TCP, 4 streams", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "tcp4_retrans", Test: "tcp4", Name: "TCP, 4 streams retransmits", Unit: "segs", Scale: 1, Digits: 0},
+	{Key: "tcp4_machine_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true},
+	{Key: "tcp4_overlay_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, MinusUnderlay: "tcp4_machine_s_per_gb"},
+	{Key: "tcp4_router_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams router CPU", Unit: "s/GB", Scale: 1, Digits: 2, Process: true},
 	{Key: "udp64_pps", Test: "udp64", Name: "UDP 64 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "udp64_loss_pct", Test: "udp64", Name: "UDP 64 B loss", Unit: "%", Scale: 1, Digits: 1},
 	{Key: "udp1400_pps", Test: "udp1400", Name: "UDP 1400 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "udp1400_loss_pct", Test: "udp1400", Name: "UDP 1400 B loss", Unit: "%", Scale: 1, Digits: 1},
 	{Key: "rtt_p50_us", Test: "latency", Name: "round trip p50", Unit: "ms", Scale: 1e-3, Digits: 3, Ratio: true, Chart: true},
 	{Key: "rtt_p99_us", Test: "latency", Name: "round trip p99", Unit: "ms", Scale: 1e-3, Digits: 3, Ratio: true, Chart: true},
-	{Key: "cpu_s_per_gb", Test: "tcp", Name: "router CPU per GB (TCP)", Unit: "s/GB", Scale: 1, Digits: 2, Chart: true},
 }
 
 // Tests are the test names Options.Tests accepts, in the order they run.
@@ -88,7 +111,9 @@ type ScenarioResult struct {
 	RunArgs []string      `json:"run_args,omitempty"`
 	Notes   []string      `json:"notes,omitempty"`
 	Rounds  []RoundResult `json:"rounds"`
-	// Median is, per key, the median over the rounds that produced it.
+	// Median is, per key, the median over the rounds that produced it;
+	// and the figures of Metrics with MinusUnderlay, derived from the
+	// medians of this scenario and the underlay's.
 	Median map[string]float64 `json:"median"`
 	// Error is the first failure: the scenario's build, or a test. With
 	// an empty Median the scenario failed as a whole.
@@ -101,7 +126,10 @@ type ScenarioResult struct {
 type RoundResult struct {
 	Round int `json:"round"`
 	// Values holds the figures of Metrics and the raw counts behind them
-	// (e.g. tcp1_sent_bytes, udp64_received, rtt_lost, cpu_seconds).
+	// (e.g. tcp1_sent_bytes, udp64_received, rtt_lost; per TCP test
+	// tcp1_cpu_window_s, the wall time the CPU was read over,
+	// tcp1_machine_busy_s, the machine's busy CPU seconds in it, and
+	// tcp1_router_cpu_s, the vxrouter processes' CPU seconds in it).
 	Values map[string]float64 `json:"values"`
 	// Errors holds, per test (or "build", "nodes"), what went wrong.
 	Errors map[string]string `json:"errors,omitempty"`
@@ -122,7 +150,7 @@ func (r *Report) Scenario(name string) *ScenarioResult {
 
 // Ratio returns the scenario's median of key divided by the baseline's,
 // and false when there is no ratio to give (no baseline, no value, a
-// metric without ratios, a zero baseline).
+// metric without ratios, a baseline of zero or less, a value below zero).
 func (r *Report) Ratio(scenario string, m Metric) (float64, bool) {
 	if !m.Ratio {
 		return 0, false
@@ -133,25 +161,87 @@ func (r *Report) Ratio(scenario string, m Metric) (float64, bool) {
 	}
 	v, ok := s.Median[m.Key]
 	bv, bok := b.Median[m.Key]
-	if !ok || !bok || bv == 0 {
+	// A difference (overlay CPU) can come out below zero when the
+	// machine's noise outweighs it; a ratio of that means nothing.
+	if !ok || !bok || bv <= 0 || v < 0 {
 		return 0, false
 	}
 	return v / bv, true
 }
 
-// shown returns the metrics whose test ran.
+// shown returns the metrics whose test ran, less those derived from the
+// underlay when it is not in the report.
 func (r *Report) shown() []Metric {
 	var ms []Metric
 	for _, m := range Metrics {
-		if m.Test == "tcp" && (slices.Contains(r.Tests, "tcp1") || slices.Contains(r.Tests, "tcp4")) ||
-			slices.Contains(r.Tests, m.Test) {
-			ms = append(ms, m)
+		if !slices.Contains(r.Tests, m.Test) || m.MinusUnderlay != "" && r.Scenario(Underlay) == nil {
+			continue
 		}
+		ms = append(ms, m)
 	}
 	return ms
 }
 
-// summarize fills Median, Error and keeps the earliest failure.
+// machineBusy returns the least and the most the machine was busy over a
+// TCP test the report shows, as a share of all its CPUs' time in the
+// window (from each round's raw clocks), and false when no round has
+// them. Near 1 the machine was saturated: its CPU per GB is then about
+// NumCPU over the throughput, and counts whatever else ran.
+func (r *Report) machineBusy() (lo, hi float64, ok bool) {
+	if r.Machine.NumCPU < 1 {
+		return 0, 0, false
+	}
+	lo = math.Inf(1)
+	for _, s := range r.Scenarios {
+		for _, rd := range s.Rounds {
+			for _, test := range r.Tests {
+				busy, bok := rd.Values[test+"_machine_busy_s"]
+				window, wok := rd.Values[test+"_cpu_window_s"]
+				if !bok || !wok || window <= 0 {
+					continue
+				}
+				share := busy / (window * float64(r.Machine.NumCPU))
+				lo, hi, ok = min(lo, share), max(hi, share), true
+			}
+		}
+	}
+	if !ok {
+		return 0, 0, false
+	}
+	return lo, hi, true
+}
+
+// summarize fills every scenario's medians and errors, then the figures
+// derived from the medians: the overlay's CPU is the machine's less the
+// underlay's, for the same test (0 for the underlay itself). Without an
+// underlay figure for the test there is none.
+func (r *Report) summarize() {
+	for i := range r.Scenarios {
+		r.Scenarios[i].summarize()
+	}
+	u := r.Scenario(Underlay)
+	if u == nil {
+		return
+	}
+	for _, m := range Metrics {
+		if m.MinusUnderlay == "" {
+			continue
+		}
+		uv, ok := u.Median[m.MinusUnderlay]
+		if !ok {
+			continue
+		}
+		for i := range r.Scenarios {
+			s := &r.Scenarios[i]
+			if v, ok := s.Median[m.MinusUnderlay]; ok {
+				s.Median[m.Key] = v - uv
+			}
+		}
+	}
+}
+
+// summarize fills Median with the medians of the rounds' values, and
+// Error with the earliest failure.
 func (s *ScenarioResult) summarize() {
 	vals := map[string][]float64{}
 	for _, rd := range s.Rounds {

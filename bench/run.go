@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -206,8 +207,8 @@ rounds:
 	}
 	for i := range rep.Scenarios {
 		slices.SortFunc(rep.Scenarios[i].Rounds, func(a, b RoundResult) int { return a.Round - b.Round })
-		rep.Scenarios[i].summarize()
 	}
+	rep.summarize()
 	rep.ElapsedSec = time.Since(rep.Started).Seconds()
 	if runErr != nil {
 		return rep, fmt.Errorf("bench: %w", runErr)
@@ -245,19 +246,14 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 	}
 	p("%s up in %.1fs: %s -> %s", tag, time.Since(t0).Seconds(), topo.Client.Addr, topo.Server.Addr)
 
-	var cpuSec, tcpBytes float64
-	cpuOK := len(topo.Pids) > 0
 	for _, test := range o.Tests {
 		if ctx.Err() != nil {
 			break
 		}
-		var before float64
 		tcp := strings.HasPrefix(test, "tcp")
-		if tcp && cpuOK {
-			if before, err = cpuSeconds(topo.Pids); err != nil {
-				cpuOK = false
-				rd.Errors["cpu"] = err.Error()
-			}
+		var before cpuClocks
+		if tcp {
+			before = readClocks(topo.Pids)
 		}
 		line, err := runTest(ctx, test, topo, o, rd.Values)
 		if err != nil {
@@ -265,22 +261,10 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 			p("%s %-8s FAILED: %s", tag, test, firstLine(err.Error()))
 			continue
 		}
-		if tcp && cpuOK {
-			after, err := cpuSeconds(topo.Pids)
-			if err != nil {
-				cpuOK = false
-				rd.Errors["cpu"] = err.Error()
-			} else {
-				cpuSec += after - before
-				tcpBytes += rd.Values[test+"_received_bytes"]
-			}
+		if tcp {
+			line += storeCost(test, before, readClocks(topo.Pids), rd.Values, rd.Errors)
 		}
 		p("%s %-8s %s", tag, test, line)
-	}
-	if cpuOK && tcpBytes > 0 {
-		rd.Values["cpu_seconds"] = cpuSec
-		rd.Values["cpu_s_per_gb"] = cpuSec / (tcpBytes / 1e9)
-		p("%s %-8s %.2f s of CPU per GB (both vxrouter processes, TCP tests)", tag, "cpu", rd.Values["cpu_s_per_gb"])
 	}
 	if err := topo.Check(); err != nil {
 		rd.Errors["nodes"] = err.Error()
@@ -290,6 +274,56 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 		log = topo.Logs()
 	}
 	return rd, notes, log
+}
+
+// cpuClocks are what a TCP test's cost is read from: the whole
+// machine's busy CPU time and the vxrouter processes' CPU time (none for
+// a kernel data plane), each with the error that kept it from being read.
+type cpuClocks struct {
+	at                    time.Time
+	machine, routers      float64
+	machineErr, routerErr error
+	hasRouters            bool
+}
+
+// readClocks reads the clocks now; pids are the vxrouter processes.
+func readClocks(pids []int) cpuClocks {
+	c := cpuClocks{at: time.Now(), hasRouters: len(pids) > 0}
+	c.machine, c.machineErr = machineBusySeconds()
+	if c.hasRouters {
+		c.routers, c.routerErr = cpuSeconds(pids)
+	}
+	return c
+}
+
+// storeCost stores in vals, under test's keys, the CPU seconds from
+// before to after and what they cost per GB the server received, and
+// returns the costs for the progress line. A clock that could not be
+// read leaves its figures out and its error in errs under "cpu".
+func storeCost(test string, before, after cpuClocks, vals map[string]float64, errs map[string]string) string {
+	if err := cmp.Or(before.machineErr, after.machineErr, before.routerErr, after.routerErr); err != nil {
+		errs["cpu"] = err.Error()
+	}
+	gb := vals[test+"_received_bytes"] / 1e9
+	var line string
+	if before.machineErr == nil && after.machineErr == nil {
+		busy := after.machine - before.machine
+		vals[test+"_cpu_window_s"] = after.at.Sub(before.at).Seconds()
+		vals[test+"_machine_busy_s"] = busy
+		if gb > 0 {
+			vals[test+"_machine_s_per_gb"] = busy / gb
+			line += fmt.Sprintf(", %.2f s/GB machine", busy/gb)
+		}
+	}
+	if before.hasRouters && before.routerErr == nil && after.routerErr == nil {
+		sec := after.routers - before.routers
+		vals[test+"_router_cpu_s"] = sec
+		if gb > 0 {
+			vals[test+"_router_s_per_gb"] = sec / gb
+			line += fmt.Sprintf(", %.2f s/GB routers", sec/gb)
+		}
+	}
+	return line
 }
 
 // runTest runs one test, stores its figures and raw counts in vals and

@@ -18,9 +18,9 @@ func TestRunQuick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
-		Quick:     true,
-		Binary:    vxrBinary,
-		Prefix:    testPrefix(t),
+		Quick:  true,
+		Binary: vxrBinary,
+		Prefix: testPrefix(t),
 	}, testWriter{t})
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +34,7 @@ func TestRunQuick(t *testing.T) {
 	if len(rep.Scenarios) != len(Scenarios()) || rep.Machine.NumCPU < 1 || rep.Machine.Kernel == "" || rep.Rounds != 1 {
 		t.Fatalf("report header: %+v", rep)
 	}
+	under := rep.Scenario(Underlay)
 	for _, s := range rep.Scenarios {
 		if len(s.Rounds) != 1 {
 			t.Errorf("%s: %d rounds, want 1", s.Name, len(s.Rounds))
@@ -41,16 +42,47 @@ func TestRunQuick(t *testing.T) {
 		if s.Error != "" {
 			t.Errorf("%s: %s\n%s", s.Name, s.Error, s.Log)
 		}
+		sc, _ := LookupScenario(s.Name)
 		for _, m := range Metrics {
 			v, ok := s.Median[m.Key]
-			if sc, _ := LookupScenario(s.Name); m.Key == "cpu_s_per_gb" && sc.Kernel {
+			switch {
+			case m.Process && sc.Kernel:
 				if ok {
-					t.Errorf("%s has a CPU figure", s.Name)
+					t.Errorf("%s has a router figure %s = %v", s.Name, m.Key, v)
 				}
-				continue
+			case m.MinusUnderlay != "":
+				// Noise may put a cheap overlay below zero; the figure
+				// must be the difference, and the underlay's zero.
+				want := s.Median[m.MinusUnderlay] - under.Median[m.MinusUnderlay]
+				if !ok || v != want || s.Name == Underlay && v != 0 {
+					t.Errorf("%s %s = %v (present %v), want %v", s.Name, m.Key, v, ok, want)
+				}
+			case m.Unit == "s/GB":
+				// Moving a GB costs some CPU, on the machine and in
+				// a router.
+				if !ok || v <= 0 {
+					t.Errorf("%s %s = %v (present %v)", s.Name, m.Key, v, ok)
+				}
+			default:
+				if !ok || v < 0 || (m.HigherBetter && v == 0) {
+					t.Errorf("%s %s = %v (present %v)", s.Name, m.Key, v, ok)
+				}
 			}
-			if !ok || v < 0 || (m.HigherBetter && v == 0) {
-				t.Errorf("%s %s = %v (present %v)", s.Name, m.Key, v, ok)
+		}
+		// The raw clocks: the machine's busy time fits in the window on
+		// all CPUs, and holds the routers' (a tick per CPU of slack at
+		// each end: both clocks count in USER_HZ ticks).
+		slack := 2 * float64(rep.Machine.NumCPU) / userHZ
+		for _, test := range []string{"tcp1", "tcp4"} {
+			for _, rd := range s.Rounds {
+				busy, window := rd.Values[test+"_machine_busy_s"], rd.Values[test+"_cpu_window_s"]
+				router, hasRouter := rd.Values[test+"_router_cpu_s"]
+				if busy <= 0 || window <= 0 || busy > window*float64(rep.Machine.NumCPU)+slack {
+					t.Errorf("%s %s: machine busy %.2f s in a window of %.2f s on %d CPUs", s.Name, test, busy, window, rep.Machine.NumCPU)
+				}
+				if hasRouter == sc.Kernel || hasRouter && (router <= 0 || router > busy+slack) {
+					t.Errorf("%s %s: routers' CPU %.2f s (present %v), machine busy %.2f s", s.Name, test, router, hasRouter, busy)
+				}
 			}
 		}
 		if s.Median["rtt_p50_us"] > s.Median["rtt_p99_us"] {

@@ -58,6 +58,10 @@ type Config struct {
 	// latency; 0 sleeps at once. The water backend's TUN side ignores
 	// it. `vxrouter run` defaults to DefaultPollYields.
 	PollYields int
+	// NoSourceCheck delivers datagrams from a peer whatever their inner
+	// source address; by default one whose source is not in the peer's
+	// subnet is dropped (route.Forwarder.CheckSources).
+	NoSourceCheck bool
 	// FullChecksums computes every inner TCP and UDP checksum, even for
 	// peers that take them pending, and does not say in the lease that
 	// this node takes them pending (lease.Attrs.PartialCsum).
@@ -224,8 +228,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums)
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
+	n.fwd.CheckSources(!cfg.NoSourceCheck)
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
 		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),

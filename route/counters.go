@@ -24,6 +24,9 @@ type Counters struct {
 	// the TUN device because their checksum is wrong, where the kernel
 	// would have dropped them (tunnel.BadChecksumCounter).
 	BadChecksum atomic.Uint64
+	// ForeignSource counts datagrams from a known peer whose inner
+	// source address is not in that peer's subnet (see CheckSources).
+	ForeignSource atomic.Uint64
 
 	Encap [encap.NumReasons]atomic.Uint64 // TUN packets dropped, by reason
 	Decap [encap.NumReasons]atomic.Uint64 // datagrams dropped, by reason
@@ -50,6 +53,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 	put("read-errors", c.ReadErrors.Load())
 	put("tun-dropped", c.TUNDropped.Load())
 	put("decap-bad-checksum", c.BadChecksum.Load())
+	put("decap-foreign-source", c.ForeignSource.Load())
 	for r := encap.Reason(1); r < encap.NumReasons; r++ {
 		put("encap-"+r.String(), c.Encap[r].Load())
 		put("decap-"+r.String(), c.Decap[r].Load())
@@ -59,7 +63,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 
 // Drops returns the total of every drop counter.
 func (c *Counters) Drops() uint64 {
-	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load() + c.BadChecksum.Load()
+	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load() + c.BadChecksum.Load() + c.ForeignSource.Load()
 	for r := range c.Encap {
 		n += c.Encap[r].Load() + c.Decap[r].Load()
 	}

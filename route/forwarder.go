@@ -36,7 +36,21 @@ type Forwarder struct {
 	dec    encap.Decoder
 	log    *slog.Logger
 	tap    atomic.Pointer[tapHolder] // nil unless something is capturing
+	// checkSources drops datagrams whose inner source is not in the
+	// sending peer's subnet (CheckSources).
+	checkSources bool
 }
+
+// CheckSources turns source checks on or off; call it before Run. With
+// them on, a datagram from a known peer is delivered only if its inner
+// source address is in that peer's subnet: a host that can send from a
+// peer's underlay address (or spoof it, on an underlay that does not
+// stop that) cannot inject packets that claim to come from another
+// node's pods, or from outside the overlay. Neither flannel nor the
+// kernel's vxlan checks this. Turn it off where a peer routes other
+// networks' traffic into the overlay without masquerading it (a gateway
+// node); such packets are then dropped and counted (decap-foreign-source).
+func (f *Forwarder) CheckSources(on bool) { f.checkSources = on }
 
 // Tap sees every datagram the forwarder sends to a peer and every one it
 // accepts from a peer (the UDP payload: VXLAN header, inner Ethernet,
@@ -400,14 +414,20 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort, out [][]byte) [][]byte {
 	tap := f.tap.Load()
 	var lastFrom netip.Addr
-	known := false
+	var subnets []netip.Prefix // of lastFrom; none: not a peer
 	var d drops
-	defer d.flush(&f.Decap, &f.UnknownSender)
+	foreign := 0
+	defer func() {
+		d.flush(&f.Decap, &f.UnknownSender)
+		if foreign > 0 {
+			f.ForeignSource.Add(uint64(foreign))
+		}
+	}()
 	for i, buf := range bufs {
 		if a := from[i].Addr(); a != lastFrom || !lastFrom.IsValid() {
-			lastFrom, known = a, f.table.KnownSender(a)
+			lastFrom, subnets = a, f.table.SenderSubnets(a)
 		}
-		if !known {
+		if len(subnets) == 0 {
 			d.other++
 			continue
 		}
@@ -416,10 +436,31 @@ func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort
 			d.reasons[r]++
 			continue
 		}
+		if f.checkSources && !fromSubnets(inner, subnets) {
+			foreign++
+			continue
+		}
 		if tap != nil {
 			tap.Received(buf[:sizes[i]], from[i])
 		}
 		out = append(out, buf[:encap.HeaderLen+len(inner)])
 	}
 	return out
+}
+
+// fromSubnets reports whether the IP packet pkt (whole, as Decap returns
+// it) has its source address in one of subnets.
+func fromSubnets(pkt []byte, subnets []netip.Prefix) bool {
+	var src netip.Addr
+	if pkt[0]>>4 == 4 {
+		src = netip.AddrFrom4([4]byte(pkt[12:16]))
+	} else {
+		src = netip.AddrFrom16([16]byte(pkt[8:24]))
+	}
+	for _, s := range subnets {
+		if s.Contains(src) {
+			return true
+		}
+	}
+	return false
 }

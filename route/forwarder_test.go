@@ -63,7 +63,8 @@ type pair struct {
 	addrA, addrB netip.AddrPort
 }
 
-func newPair(t testing.TB, batch int) *pair {
+// newPair starts the pair; setup, if any, runs on both forwarders first.
+func newPair(t testing.TB, batch int, setup ...func(a, b *Forwarder)) *pair {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	p := &pair{
@@ -85,6 +86,9 @@ func newPair(t testing.TB, batch int) *pair {
 	p.tableA = tA
 	p.fwdA = NewForwarder(p.devA, ulA, tA, decA, nil)
 	p.fwdB = NewForwarder(p.devB, ulB, tB, decB, nil)
+	for _, f := range setup {
+		f(p.fwdA, p.fwdB)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 2)
@@ -178,6 +182,44 @@ func TestForwarderCarriesPacketsBothWays(t *testing.T) {
 	}
 }
 
+// TestForwarderChecksSources: with source checks on, B delivers what A
+// sends from A's subnet and drops, and counts, what A's address sends
+// with an inner source elsewhere: another node's pod, or outside the
+// overlay. With them off, B delivers both.
+func TestForwarderChecksSources(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("check=%v", on), func(t *testing.T) {
+			p := newPair(t, 8, func(_, b *Forwarder) { b.CheckSources(on) })
+			own := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("from A's pod"))
+			p.devA.Inject(own)
+			if got := receive(t, p.devB.Written()); !bytes.Equal(got, own) {
+				t.Fatalf("B's TUN got % x, want A's packet", got)
+			}
+			for _, src := range []string{"172.16.3.3", "10.9.9.9"} {
+				spoofed := ipv4UDP(t, src, "172.16.57.15", []byte("spoofed"))
+				// A's router routes by destination: it carries it, as a
+				// node would that forwards what its kernel hands it.
+				p.devA.Inject(spoofed)
+				if on {
+					expectNothing(t, p.devB.Written())
+				} else if got := receive(t, p.devB.Written()); !bytes.Equal(got, spoofed) {
+					t.Fatalf("check off: B's TUN got % x, want the packet from %s", got, src)
+				}
+			}
+			want := uint64(0)
+			if on {
+				want = 2
+			}
+			if got := p.fwdB.ForeignSource.Load(); got != want {
+				t.Errorf("decap-foreign-source = %d, want %d (%v)", got, want, p.fwdB.Snapshot())
+			}
+			if got := p.fwdB.Snapshot()["decap-foreign-source"]; got != want {
+				t.Errorf("snapshot decap-foreign-source = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
 func TestForwarderDropsAndCounts(t *testing.T) {
 	p := newPair(t, 8)
 	wait := func(what string, f func() uint64) {
@@ -242,6 +284,7 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	tb.Set(netip.MustParsePrefix("172.16.99.0/24"), netip.MustParseAddrPort("10.0.0.1:8472"), macA)
 	dec, _ := encap.NewDecoder(1, macB)
 	f := NewForwarder(nil, nil, tb, dec, nil)
+	f.CheckSources(true) // the node's default
 	const batch = 64
 	pkt := ipv4UDP(t, "172.16.99.8", "172.16.57.15", make([]byte, 1400))
 	bufs, sizes, from := make([][]byte, batch), make([]int, batch), make([]netip.AddrPort, batch)

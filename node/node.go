@@ -231,6 +231,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	n.fwd.CheckSources(!cfg.NoSourceCheck)
+	// The largest inner packet is what the underlay carries, whatever the
+	// TUN MTU is.
+	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), netip.Addr{}, min(n.mtu, n.underlay.MTU-encap.OverheadIPv4))
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
 		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
@@ -390,3 +393,37 @@ const DefaultCaptureLimit = 64 << 20
 // TCP stream 6-12% more and UDP floods 15-30% more than 0, for about
 // 0.05-0.1 ms more round trip at the median.
 const DefaultPollYields = 3
+
+// answerSource is the address the node's ICMP answers come from: the
+// overlay network's first address, which flannel never hands out (the
+// first subnet is skipped unless SubnetMin says otherwise), or, if this
+// node's subnet holds it, the first address of the subnet after. Not the
+// TUN device's own address: a packet from a local address arriving on
+// the TUN device is a martian to the node's kernel, which drops it.
+func answerSource(network, own netip.Prefix) netip.Addr {
+	a := network.Addr()
+	if !own.Contains(a) {
+		return a
+	}
+	// own's first address plus its size: add 1 at bit (len - bits).
+	b := own.Masked().Addr().As16()
+	bit := 128 - (own.Addr().BitLen() - own.Bits())
+	for i := (bit - 1) / 8; i >= 0; i-- {
+		inc := byte(1)
+		if i == (bit-1)/8 {
+			inc = 1 << (7 - (bit-1)%8)
+		}
+		b[i] += inc
+		if b[i] >= inc { // no carry
+			break
+		}
+	}
+	next := netip.AddrFrom16(b)
+	if a.Is4() {
+		next = next.Unmap()
+	}
+	if !network.Contains(next) {
+		return netip.Addr{} // own is the network's last subnet and holds its first address: answer nothing
+	}
+	return next
+}

@@ -39,6 +39,29 @@ type Forwarder struct {
 	// checkSources drops datagrams whose inner source is not in the
 	// sending peer's subnet (CheckSources).
 	checkSources bool
+	// Answers to what cannot be carried (AnswerFrom, icmp.go): their
+	// source addresses, none if invalid; the largest inner packet the
+	// underlay carries, 0 for no limit; the rate limit.
+	answer4, answer6 netip.Addr
+	maxInner         int
+	limiter          icmpLimiter
+}
+
+// AnswerFrom has the forwarder answer a packet it cannot carry with an
+// ICMP (or ICMPv6) error written back into the TUN device, from src4 (or
+// src6; an invalid one answers nothing of its family), at most
+// icmpRate a second: "network unreachable" when no lease covers the
+// destination, "fragmentation needed" / "packet too big" when the packet
+// is longer than maxInner (the overlay MTU the underlay carries; 0: no
+// limit) and may not be fragmented. Call it before Run.
+func (f *Forwarder) AnswerFrom(src4, src6 netip.Addr, maxInner int) {
+	f.answer4, f.answer6, f.maxInner = src4, src6, maxInner
+}
+
+// answer is a packet of a TUN batch that gets an ICMP error.
+type answer struct {
+	i    int // index in the batch
+	kind int // icmpNoRoute, icmpTooBig
 }
 
 // CheckSources turns source checks on or off; call it before Run. With
@@ -190,6 +213,8 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 	sizes := make([]int, batch)
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
+	answers := make([]answer, 0, batch)
+	icmpBuf, icmpOut := make([]byte, maxICMP), make([][]byte, 1)
 	drops, _ := q.Dev.(tunnel.DropCounter)
 	var dropped uint64 // what drops said last time
 
@@ -207,7 +232,12 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 			}
 			continue
 		}
-		out, to = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0])
+		out, to, answers = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0], answers[:0])
+		if len(answers) > 0 {
+			if err := f.sendAnswers(ctx, q.Dev, bufs, sizes, answers, icmpBuf, icmpOut); err != nil {
+				return err
+			}
+		}
 		if len(out) == 0 {
 			continue
 		}
@@ -255,19 +285,57 @@ func (f *Forwarder) tunDropped(dev string, n uint64) {
 	}
 }
 
+// sendAnswers writes the ICMP errors of a batch's packets into dev, as the
+// rate limit allows, and counts them. Only a device gone for good stops
+// the loop.
+func (f *Forwarder) sendAnswers(ctx context.Context, dev tunnel.Device, bufs [][]byte, sizes []int, answers []answer, buf []byte, out [][]byte) error {
+	now := time.Now()
+	for _, a := range answers {
+		pkt := bufs[a.i][Headroom : Headroom+sizes[a.i]]
+		src := f.answer4
+		if pkt[0]>>4 == 6 {
+			src = f.answer6
+		}
+		if !src.IsValid() {
+			continue
+		}
+		if !f.limiter.allow(now) {
+			f.ICMPLimited.Add(1)
+			continue
+		}
+		out[0] = buildICMP(buf, a.kind, src, pkt, f.maxInner)
+		if _, err := dev.Write(out, 0); err != nil {
+			if stop, err := f.writeFailed(ctx, "tun", err, 1, &f.WriteErrors); stop {
+				return err
+			}
+			continue
+		}
+		f.ICMPSent.Add(1)
+	}
+	return nil
+}
+
 // encapBatch encapsulates each packet in place and appends the frames and
-// their destinations to out and to.
+// their destinations to out and to, and the packets that get an ICMP
+// error instead to answers.
 //
 // A batch is mostly the segments of one super-packet, all to one
 // destination, so the last lookup is kept for the batch: a route lookup
 // hashes one prefix per mask length, which cost more than the rest of the
 // encapsulation. Within a batch this is as if every lookup were made at
 // the first, which a table changing under the loop allows anyway.
-func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort) ([][]byte, []netip.AddrPort) {
+func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort, answers []answer) ([][]byte, []netip.AddrPort, []answer) {
 	var lastDst netip.Addr
 	var last *Peer
 	var d drops
-	defer d.flush(&f.Encap, &f.NoRoute)
+	tooBig := 0
+	defer func() {
+		d.flush(&f.Encap, &f.NoRoute)
+		if tooBig > 0 {
+			f.TooBig.Add(uint64(tooBig))
+		}
+	}()
+	answering := f.answer4.IsValid() || f.answer6.IsValid()
 	for i, buf := range bufs {
 		pkt := buf[Headroom : Headroom+sizes[i]]
 		dst, r := destination(pkt)
@@ -282,6 +350,22 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 		if p == nil {
 			d.other++
+			if answering && answerable(pkt) {
+				answers = append(answers, answer{i, icmpNoRoute})
+			}
+			continue
+		}
+		// Too long for the tunnel, and not to be fragmented (IPv4 with
+		// DF; IPv6 is never fragmented on the way): the sender must hear
+		// the MTU that fits. Without DF, the kernel fragments the outer
+		// datagram. The length is the IP header's: a TUN MTU raised
+		// under a running node gives packets longer than the buffers,
+		// which come truncated.
+		if f.maxInner > 0 && ipLength(pkt) > f.maxInner && (pkt[0]>>4 == 6 || pkt[6]&0x40 != 0) {
+			tooBig++
+			if answering && answerable(pkt) {
+				answers = append(answers, answer{i, icmpTooBig})
+			}
 			continue
 		}
 		frame, r := p.Header.Encap(buf, Headroom, sizes[i])
@@ -292,7 +376,7 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		out = append(out, frame)
 		to = append(to, p.Addr)
 	}
-	return out, to
+	return out, to, answers
 }
 
 // drops tallies one batch's dropped packets, by encap reason and one other
@@ -313,6 +397,15 @@ func (d *drops) flush(reasons *[encap.NumReasons]atomic.Uint64, other *atomic.Ui
 	if d.other > 0 {
 		other.Add(uint64(d.other))
 	}
+}
+
+// ipLength is the length an IP packet's header says it has; destination
+// has checked that the fixed header is there.
+func ipLength(pkt []byte) int {
+	if pkt[0]>>4 == 4 {
+		return int(pkt[2])<<8 | int(pkt[3])
+	}
+	return 40 + (int(pkt[4])<<8 | int(pkt[5]))
 }
 
 // destination reads an IP packet's destination address.

@@ -299,7 +299,7 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 		for i := range bufs {
 			copy(bufs[i][Headroom:], pkt)
 		}
-		out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+		out, to, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil)
 		for i := range out {
 			sizes[i] = len(out[i])
 		}
@@ -344,7 +344,7 @@ func BenchmarkForwarderBatch(b *testing.B) {
 				for j := range sizes {
 					sizes[j] = len(pkt)
 				}
-				out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+				out, to, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil)
 				for j := range out {
 					sizes[j] = len(out[j])
 				}
@@ -470,7 +470,7 @@ func TestBatchLooksUpEachDestination(t *testing.T) {
 		bufs[i] = append(make([]byte, Headroom), pkt...)
 		sizes[i] = len(pkt)
 	}
-	out, to := f.encapBatch(bufs, sizes, nil, nil)
+	out, to, _ := f.encapBatch(bufs, sizes, nil, nil, nil)
 	if !slices.Equal(to, want) {
 		t.Errorf("destinations %v, want %v", to, want)
 	}

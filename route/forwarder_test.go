@@ -169,6 +169,13 @@ func TestForwarderCarriesPacketsBothWays(t *testing.T) {
 					t.Fatalf("packet %d: got %q, want %q", i, got[28:], w[28:])
 				}
 			}
+			// The counters move after the write that handed the test the
+			// last packet: wait for them, with a deadline.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if p.fwdA.TxPackets.Load() >= 102 && p.fwdB.RxPackets.Load() >= 102 {
+					break
+				}
+			}
 			if tx := p.fwdA.TxPackets.Load(); tx != 102 {
 				t.Errorf("A tx-packets = %d, want 102", tx)
 			}

@@ -36,6 +36,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
 			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
 			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU (sched_yield) and looks again before it sleeps or, on an offload TUN queue, ends its batch (0: at once, lowest latency; more: throughput under load; the water backend's TUN side never yields)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
+			&cli.StringFlag{Name: "src-port-range", Value: "auto", Usage: "outer UDP source ports, picked per inner flow so ECMP and RSS spread the overlay's flows (RFC 7348): auto (the host's ip_local_port_range, as Linux's vxlan), LO-HI, or fixed (every datagram from the VXLAN port)", EnvVars: []string{"VXROUTER_SRC_PORT_RANGE"}},
 			&cli.BoolFlag{Name: "anti-spoofing", Value: true, Usage: "deliver a datagram from a peer only if its inner source address is in that peer's subnet; false for a peer that routes other networks' traffic into the overlay without masquerading it (a gateway node)", EnvVars: []string{"VXROUTER_ANTI_SPOOFING"}},
 			&cli.BoolFlag{Name: "partial-checksums", Value: true, Usage: "between vxrouter nodes, leave inner TCP and UDP checksums unfinished (the outer UDP checksum covers every byte) and advertise that this node takes them so (\"PartialCsum\":true in the lease; flannel ignores it and always gets complete checksums); false computes every one", EnvVars: []string{"VXROUTER_PARTIAL_CHECKSUMS"}},
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
@@ -137,6 +138,17 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	if cfg.Queues < 1 || cfg.Queues > 64 {
 		return cfg, fmt.Errorf("--queues %d: want 1 to 64", cfg.Queues)
+	}
+	switch r := c.String("src-port-range"); r {
+	case "auto", "":
+	case "fixed":
+		cfg.FixedSourcePort = true
+	default:
+		pr, err := tunnel.ParsePortRange(r)
+		if err != nil {
+			return cfg, fmt.Errorf("--src-port-range: %w (or auto, or fixed)", err)
+		}
+		cfg.SourcePorts = pr
 	}
 	if cfg.PollYields < 0 || cfg.PollYields > 100 {
 		return cfg, fmt.Errorf("--poll-yields %d: want 0 to 100", cfg.PollYields)

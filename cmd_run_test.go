@@ -66,4 +66,14 @@ func TestRunRejectsBadFlags(t *testing.T) {
 			t.Errorf("run %s %s: %v, want an error naming the flag and value", c.flag, c.value, err)
 		}
 	}
+	for _, v := range []string{"0-100", "60000-50000", "any"} {
+		if err := config("--src-port-range", v); err == nil || !strings.Contains(err.Error(), "--src-port-range") || !strings.Contains(err.Error(), v) {
+			t.Errorf("run --src-port-range %s: %v, want an error naming the flag and value", v, err)
+		}
+	}
+	for _, v := range []string{"auto", "fixed", "49152-65535"} {
+		if err := config("--src-port-range", v); err != nil {
+			t.Errorf("run --src-port-range %s: %v", v, err)
+		}
+	}
 }

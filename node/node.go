@@ -58,6 +58,12 @@ type Config struct {
 	// latency; 0 sleeps at once. The water backend's TUN side ignores
 	// it. `vxrouter run` defaults to DefaultPollYields.
 	PollYields int
+	// SourcePorts is the range the outer UDP source port is picked from,
+	// per inner flow (flow entropy); the zero value is the host's
+	// ephemeral range, as Linux's vxlan does. FixedSourcePort sends every
+	// datagram from the VXLAN port instead.
+	SourcePorts     tunnel.PortRange
+	FixedSourcePort bool
 	// NoSourceCheck delivers datagrams from a peer whatever their inner
 	// source address; by default one whose source is not in the peer's
 	// subnet is dropped (route.Forwarder.CheckSources).
@@ -187,7 +193,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			d.Close()
 		}
 	}
-	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), tunnel.UDPOptions{Yields: cfg.PollYields})
+	uo := tunnel.UDPOptions{Yields: cfg.PollYields, SourcePool: tunnel.DefaultSourcePool, SourcePorts: cfg.SourcePorts}
+	if cfg.FixedSourcePort {
+		uo.SourcePool = 0
+	}
+	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), uo)
 	if err != nil {
 		closeDevs()
 		return nil, fmt.Errorf("underlay socket: %w", err)
@@ -228,7 +238,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck)
+	srcPorts := "fixed"
+	if !cfg.FixedSourcePort {
+		srcPorts = fmt.Sprintf("%d ports of %s", len(uls[0].SourcePorts()), cfg.SourcePorts)
+	}
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	n.fwd.CheckSources(!cfg.NoSourceCheck)
 	// The largest inner packet is what the underlay carries, whatever the

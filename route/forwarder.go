@@ -214,6 +214,13 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
 	answers := make([]answer, 0, batch)
+	// With a FlowWriter, each datagram leaves from its inner flow's
+	// source port; flows holds their hashes.
+	fw, _ := q.Underlay.(tunnel.FlowWriter)
+	var flows []uint32
+	if fw != nil {
+		flows = make([]uint32, 0, batch)
+	}
 	icmpBuf, icmpOut := make([]byte, maxICMP), make([][]byte, 1)
 	drops, _ := q.Dev.(tunnel.DropCounter)
 	var dropped uint64 // what drops said last time
@@ -232,7 +239,7 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 			}
 			continue
 		}
-		out, to, answers = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0], answers[:0])
+		out, to, flows, answers = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0], flows[:0], answers[:0])
 		if len(answers) > 0 {
 			if err := f.sendAnswers(ctx, q.Dev, bufs, sizes, answers, icmpBuf, icmpOut); err != nil {
 				return err
@@ -246,7 +253,12 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 				t.Sent(out[i], to[i])
 			}
 		}
-		sent, err := q.Underlay.Write(out, to)
+		var sent int
+		if fw != nil {
+			sent, err = fw.WriteFlows(out, to, flows)
+		} else {
+			sent, err = q.Underlay.Write(out, to)
+		}
 		var bytes uint64
 		for _, b := range out[:sent] {
 			bytes += uint64(len(b))
@@ -316,15 +328,16 @@ func (f *Forwarder) sendAnswers(ctx context.Context, dev tunnel.Device, bufs [][
 }
 
 // encapBatch encapsulates each packet in place and appends the frames and
-// their destinations to out and to, and the packets that get an ICMP
-// error instead to answers.
+// their destinations to out and to, their inner flows' hashes to flows
+// unless it is nil, and the packets that get an ICMP error instead to
+// answers.
 //
 // A batch is mostly the segments of one super-packet, all to one
 // destination, so the last lookup is kept for the batch: a route lookup
 // hashes one prefix per mask length, which cost more than the rest of the
 // encapsulation. Within a batch this is as if every lookup were made at
 // the first, which a table changing under the loop allows anyway.
-func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort, answers []answer) ([][]byte, []netip.AddrPort, []answer) {
+func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort, flows []uint32, answers []answer) ([][]byte, []netip.AddrPort, []uint32, []answer) {
 	var lastDst netip.Addr
 	var last *Peer
 	var d drops
@@ -375,8 +388,11 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 		out = append(out, frame)
 		to = append(to, p.Addr)
+		if flows != nil {
+			flows = append(flows, packetFlow(pkt))
+		}
 	}
-	return out, to, answers
+	return out, to, flows, answers
 }
 
 // drops tallies one batch's dropped packets, by encap reason and one other

@@ -302,11 +302,12 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	}
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
+	flows := make([]uint32, 0, batch) // flow entropy's hashes, as with a source pool
 	run := func() {
 		for i := range bufs {
 			copy(bufs[i][Headroom:], pkt)
 		}
-		out, to, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil)
+		out, to, flows, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], flows[:0], nil)
 		for i := range out {
 			sizes[i] = len(out[i])
 		}
@@ -351,7 +352,7 @@ func BenchmarkForwarderBatch(b *testing.B) {
 				for j := range sizes {
 					sizes[j] = len(pkt)
 				}
-				out, to, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil)
+				out, to, _, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil, nil)
 				for j := range out {
 					sizes[j] = len(out[j])
 				}
@@ -477,7 +478,7 @@ func TestBatchLooksUpEachDestination(t *testing.T) {
 		bufs[i] = append(make([]byte, Headroom), pkt...)
 		sizes[i] = len(pkt)
 	}
-	out, to, _ := f.encapBatch(bufs, sizes, nil, nil, nil)
+	out, to, _, _ := f.encapBatch(bufs, sizes, nil, nil, nil, nil)
 	if !slices.Equal(to, want) {
 		t.Errorf("destinations %v, want %v", to, want)
 	}

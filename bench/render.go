@@ -89,18 +89,23 @@ func (r *Report) offPaceNote() []string {
 			busy = append(busy, r.Scenarios[i].Name)
 		}
 	}
-	var why []string
+	names := func(ns []string) string {
+		if len(ns) == len(r.Scenarios) && len(ns) > 1 {
+			return "every scenario"
+		}
+		return strings.Join(ns, ", ")
+	}
+	var note []string
 	if len(short) > 0 {
-		why = append(why, fmt.Sprintf("%s fell short of the pace (below %.0f%% of %s)",
-			strings.Join(short, ", "), 100*costReached, FormatRate(float64(r.CostRate))))
+		note = append(note, fmt.Sprintf("* %s fell short of the pace (below %.0f%% of %s).",
+			names(short), 100*costReached, FormatRate(float64(r.CostRate))))
 	}
 	if len(busy) > 0 {
-		why = append(why, fmt.Sprintf("%s had the machine %.0f%% or more busy", strings.Join(busy, ", "), 100*saturated))
+		note = append(note, fmt.Sprintf("* %s reached the pace with the machine %.0f%% or more busy.", names(busy), 100*saturated))
 	}
-	if len(why) == 0 {
+	if note == nil {
 		return nil
 	}
-	note := []string{"* Not below saturation: " + strings.Join(why, "; ") + "."}
 	if slices.Contains(short, Underlay) || slices.Contains(busy, Underlay) {
 		note = append(note, "Every overlay figure subtracts the underlay's, so shares its mark.")
 	}

@@ -308,7 +308,7 @@ func TestWriteTable(t *testing.T) {
 		"Router CPU: the vxrouter processes' ",
 		"The machine was busy 60-99% of its 2 CPUs' time in the TCP tests. Where it was saturated (95% or more), machine CPU per GB is about 2 CPUs / throughput and counts what else ran.",
 		"Paced TCP: one TCP stream paced to 1 Gbit/s (SO_MAX_PACING_RATE) for 5s, the same load in every scenario, below saturation: compare data planes on its CPU rows.",
-		"* Not below saturation: vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). Marked figures were taken at saturation, of the data plane or of the machine, not at equal load below it.",
+		"* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). Marked figures were taken at saturation, of the data plane or of the machine, not at equal load below it.",
 		"The TCP tests run flat out: on a small machine they saturate it, and their machine and overlay rows are then about NumCPU / throughput, counting whatever else ran; compare data planes on the paced rows instead.",
 	} {
 		if !strings.Contains(out, want) {
@@ -418,12 +418,12 @@ func TestOffPace(t *testing.T) {
 	if got, want := marks(), "underlay: kernel-vxlan: vxrouter-water:**"; got != want {
 		t.Errorf("fixture marks %q, want %q", got, want)
 	}
-	if got := note(); !strings.HasPrefix(got, "* Not below saturation: vxrouter-water fell short of the pace (below 90% of 1 Gbit/s).") || strings.Contains(got, "busy") {
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). Marked") || strings.Contains(got, "busy") {
 		t.Errorf("fixture note %q", got)
 	}
 	// At 90% of the pace it reached it, but the machine was saturated.
 	w.Median["cost_gbps"] = 0.9
-	if got := note(); !strings.HasPrefix(got, "* Not below saturation: vxrouter-water had the machine 95% or more busy.") {
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water reached the pace with the machine 95% or more busy. Marked") {
 		t.Errorf("saturated note %q", got)
 	}
 	w.Median["cost_machine_busy_pct"] = 94
@@ -435,8 +435,19 @@ func TestOffPace(t *testing.T) {
 	if got, want := marks(), "underlay:** kernel-vxlan:* vxrouter-water:*"; got != want {
 		t.Errorf("saturated underlay: marks %q, want %q", got, want)
 	}
-	if got := note(); !strings.Contains(got, "underlay had the machine 95% or more busy.") || !strings.Contains(got, "Every overlay figure subtracts the underlay's") {
+	if got := note(); !strings.HasPrefix(got, "* underlay reached the pace with the machine 95% or more busy. Every overlay figure subtracts the underlay's") {
 		t.Errorf("saturated underlay note %q", got)
+	}
+	// Short and saturated, each said once; all of them named as such.
+	w.Median["cost_gbps"] = 0.5
+	k.Median["cost_machine_busy_pct"] = 100
+	rep.Scenarios = rep.Scenarios[:3] // without the failed offload
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). * underlay, kernel-vxlan reached the pace with the machine 95% or more busy. ") {
+		t.Errorf("short and saturated note %q", got)
+	}
+	w.Median["cost_gbps"], w.Median["cost_machine_busy_pct"] = 1, 99
+	if got := note(); !strings.HasPrefix(got, "* every scenario reached the pace with the machine 95% or more busy. ") {
+		t.Errorf("all saturated note %q", got)
 	}
 	rep.Tests = []string{"tcp1"}
 	if got := rep.offPaceNote(); got != nil {
@@ -689,7 +700,7 @@ func TestWriteSVG(t *testing.T) {
 		t.Errorf("paced overlay bar widths water %v kernel %v, want %v and %v", wo, ko, float64(svgBarMax), wo*0.4/18.4)
 	}
 	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "19.20 s/GB\n16.00x\n*", "18.40 s/GB\n46.00x\n*", "0.00 s/GB\n0.00x",
-		"Paced TCP: one stream paced to 1 Gbit/s", "* Not below saturation: vxrouter-water fell short of the pace (below 90% of 1 Gbit/s).\nMarked figures were taken at saturation",
+		"Paced TCP: one stream paced to 1 Gbit/s", "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s).\nMarked figures were taken at saturation",
 		"overlay = machine less the underlay's", "failed", "no overlay <&>", "log: flag provided but not defined: -tun-backend"} {
 		if !strings.Contains(all, s) {
 			t.Errorf("SVG text lacks %q", s)

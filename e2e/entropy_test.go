@@ -2,10 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
-	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os/exec"
 	"strconv"
@@ -14,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"vxrouter/lab"
 	"vxrouter/route"
 	"vxrouter/tunnel"
 )
@@ -76,9 +71,8 @@ func TestFlowEntropy(t *testing.T) {
 		t.Fatal("tcpdump did not start listening within 10 s")
 	}
 
-	data := bytes.Repeat([]byte("entropy "), 32<<10) // 256 KB a flow
 	for _, lp := range lports {
-		if err := sendFrom(pv, pk, lp, dport, data); err != nil {
+		if _, err := pv.TCPFromPort(o.ctx, lp, pk, dport, 256<<10); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,47 +112,4 @@ func TestFlowEntropy(t *testing.T) {
 		t.Fatalf("4 flows left from %d outer ports %v, want 4 distinct", len(outer), outer)
 	}
 	t.Logf("inner source port -> outer source port: %v", portsOf)
-}
-
-// sendFrom sends data over TCP from pod from, local port lport, to pod to
-// on port dport, and checks it arrived whole.
-func sendFrom(from, to *lab.Pod, lport, dport uint16, data []byte) error {
-	var ln net.Listener
-	if err := to.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(to.Addr, dport).String())
-		return err
-	}); err != nil {
-		return err
-	}
-	defer ln.Close()
-	got := make(chan []byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		b, _ := io.ReadAll(c)
-		got <- b
-	}()
-	var conn net.Conn
-	if err := from.Do(func() (err error) {
-		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from.Addr, lport))}
-		conn, err = d.Dial("tcp4", netip.AddrPortFrom(to.Addr, dport).String())
-		return err
-	}); err != nil {
-		return err
-	}
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	_, err := conn.Write(data)
-	conn.Close()
-	if err != nil {
-		return err
-	}
-	if b := <-got; !bytes.Equal(b, data) {
-		return fmt.Errorf("tcp %s:%d -> %s: %d bytes arrived, want the %d sent", from.Addr, lport, to.Addr, len(b), len(data))
-	}
-	return nil
 }

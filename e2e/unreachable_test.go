@@ -3,9 +3,9 @@ package e2e
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
-	"net/netip"
 	"syscall"
 	"testing"
 	"time"

@@ -3,7 +3,6 @@ package masq
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 
@@ -13,7 +12,9 @@ import (
 // flannel's names, so that flanneld and vxrouter find each other's rules
 // (see the package doc).
 const (
-	Chain       = "FLANNEL-POSTRTG"
+	// Chain is the nat table's chain that holds the rules.
+	Chain = "FLANNEL-POSTRTG"
+	// comment marks each rule and the jump, in both modes.
 	comment     = "flanneld masq"
 	natTable    = "nat"
 	postrouting = "POSTROUTING"
@@ -27,20 +28,19 @@ const lockWait = 10
 
 // iptablesBackend writes one family's rules with iptables or ip6tables.
 type iptablesBackend struct {
-	t   *iptables.IPTables
-	v6  bool
-	log *slog.Logger
+	t  *iptables.IPTables
+	v6 bool
 	// listed is the chain as iptables printed it (-S) after the last
 	// write: what ensure compares with, in iptables' own spelling.
 	listed []string
 }
 
-func newIPTables(v6 bool, log *slog.Logger) (*iptablesBackend, error) {
+func newIPTables(v6 bool) (*iptablesBackend, error) {
 	proto := iptables.ProtocolIPv4
 	if v6 {
 		proto = iptables.ProtocolIPv6
 	}
-	b := &iptablesBackend{v6: v6, log: log}
+	b := &iptablesBackend{v6: v6}
 	t, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(lockWait))
 	if err != nil {
 		return nil, fmt.Errorf("%s not usable: %w (install the iptables package, or set \"EnableNFTables\":true in the config to use nftables)", b.name(), err)

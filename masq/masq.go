@@ -113,11 +113,11 @@ func (m *Masq) prepare(cluster netip.Prefix) (*family, error) {
 		err    error
 	)
 	if m.opts.NFTables {
-		b, err = newNFTables(v6, m.log)
+		b, err = newNFTables(v6)
 		random = true
 	} else {
 		var ipt *iptablesBackend
-		ipt, err = newIPTables(v6, m.log)
+		ipt, err = newIPTables(v6)
 		b = ipt
 		if err == nil {
 			random = ipt.t.HasRandomFully()

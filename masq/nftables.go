@@ -2,7 +2,6 @@ package masq
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
@@ -15,7 +14,8 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 )
 
-// flannel's nftables names (its EnableNFTables mode).
+// flannel's nftables names (its EnableNFTables mode): the table of each
+// family and the chain in it that holds the rules.
 const (
 	NFTable4 = "flannel-ipv4"
 	NFTable6 = "flannel-ipv6"
@@ -27,12 +27,11 @@ const (
 
 // nftBackend writes one family's rules with nftables, over netlink.
 type nftBackend struct {
-	v6  bool
-	log *slog.Logger
+	v6 bool
 }
 
-func newNFTables(v6 bool, log *slog.Logger) (*nftBackend, error) {
-	b := &nftBackend{v6: v6, log: log}
+func newNFTables(v6 bool) (*nftBackend, error) {
+	b := &nftBackend{v6: v6}
 	c, err := nftables.New()
 	if err == nil {
 		_, err = c.ListTablesOfFamily(b.family())
@@ -175,7 +174,7 @@ func (b *nftBackend) removeOther() error {
 	if err != nil {
 		return err // no iptables, no iptables rules
 	}
-	ipt := &iptablesBackend{t: t, v6: b.v6, log: b.log}
+	ipt := &iptablesBackend{t: t, v6: b.v6}
 	return ipt.remove()
 }
 

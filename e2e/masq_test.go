@@ -229,8 +229,8 @@ func TestIPMasq(t *testing.T) {
 	outside()
 }
 
-// nftRules is the host's nftables chain of flannel's nftables mode, rule
-// lines only, and whether iptables has flannel's chain.
+// nftRules is the host's chain of flannel's nftables mode, its rule
+// lines only; nil if there is no such chain.
 func (o *overlay) nftRules(h *lab.Host) []string {
 	o.t.Helper()
 	out, err := h.Run(o.ctx, "nft", "list", "chain", "ip", "flannel-ipv4", "postrtg")

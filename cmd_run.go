@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"vxrouter/lease"
+	"vxrouter/masq"
 	"vxrouter/node"
 	"vxrouter/tunnel"
 )
@@ -39,6 +40,9 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "src-port-range", Value: "auto", Usage: "outer UDP source ports, picked per inner flow so ECMP and RSS spread the overlay's flows (RFC 7348): auto (the host's ip_local_port_range, as Linux's vxlan), LO-HI, or fixed (every datagram from the VXLAN port)", EnvVars: []string{"VXROUTER_SRC_PORT_RANGE"}},
 			&cli.BoolFlag{Name: "anti-spoofing", Value: true, Usage: "deliver a datagram from a peer only if its inner source address is in that peer's subnet; false for a peer that routes other networks' traffic into the overlay without masquerading it (a gateway node)", EnvVars: []string{"VXROUTER_ANTI_SPOOFING"}},
 			&cli.BoolFlag{Name: "partial-checksums", Value: true, Usage: "between vxrouter nodes, leave inner TCP and UDP checksums unfinished (the outer UDP checksum covers every byte) and advertise that this node takes them so (\"PartialCsum\":true in the lease; flannel ignores it and always gets complete checksums); false computes every one", EnvVars: []string{"VXROUTER_PARTIAL_CHECKSUMS"}},
+			&cli.BoolFlag{Name: "ip-masq", Usage: "set up IP masquerade rules for traffic leaving the overlay network, as flanneld --ip-masq does (iptables, or nftables with \"EnableNFTables\":true in the config); subnet.env then says FLANNEL_IPMASQ=true", EnvVars: []string{"VXROUTER_IP_MASQ"}},
+			&cli.BoolFlag{Name: "ip-masq-fully-random-disable", Usage: "masquerade without fully random source ports (--random-fully), as flanneld's flag of that name", EnvVars: []string{"VXROUTER_IP_MASQ_FULLY_RANDOM_DISABLE"}},
+			&cli.IntFlag{Name: "iptables-resync", Value: int(masq.DefaultResync / time.Second), Usage: "seconds between checks that the --ip-masq rules are still in place (put back if another program removed them)", EnvVars: []string{"VXROUTER_IPTABLES_RESYNC"}},
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
@@ -103,6 +107,10 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		NoSourceCheck: !c.Bool("anti-spoofing"),
 		LeaseTTL:      c.Duration("lease-ttl"),
 
+		IPMasq:                   c.Bool("ip-masq"),
+		IPMasqRandomFullyDisable: c.Bool("ip-masq-fully-random-disable"),
+		IPTablesResync:           time.Duration(c.Int("iptables-resync")) * time.Second,
+
 		EtcdTimeout:  c.Duration("etcd-timeout"),
 		AdminSocket:  c.String("admin-socket"),
 		Capture:      c.String("capture"),
@@ -149,6 +157,9 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 			return cfg, fmt.Errorf("--src-port-range: %w (or auto, or fixed)", err)
 		}
 		cfg.SourcePorts = pr
+	}
+	if r := c.Int("iptables-resync"); r < 1 || r > 3600 {
+		return cfg, fmt.Errorf("--iptables-resync %d: want 1 to 3600 seconds", r)
 	}
 	if cfg.PollYields < 0 || cfg.PollYields > 100 {
 		return cfg, fmt.Errorf("--poll-yields %d: want 0 to 100", cfg.PollYields)

@@ -5,8 +5,11 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"vxrouter/node"
 )
 
 func TestGOMAXPROCS(t *testing.T) {
@@ -39,7 +42,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 			os.Unsetenv(k)
 		}
 	}
-	config := func(args ...string) error {
+	parse := func(args ...string) (node.Config, error) {
 		set := flag.NewFlagSet("run", flag.ContinueOnError)
 		for _, f := range runCommand().Flags {
 			if err := f.Apply(set); err != nil {
@@ -49,17 +52,26 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		if err := set.Parse(args); err != nil {
 			t.Fatal(err)
 		}
-		_, err := nodeConfig(cli.NewContext(newApp(), set, nil))
+		return nodeConfig(cli.NewContext(newApp(), set, nil))
+	}
+	config := func(args ...string) error {
+		_, err := parse(args...)
 		return err
 	}
 	if err := config(); err != nil {
 		t.Fatalf("run's defaults: %v", err)
+	}
+	// flanneld's command line for masquerading is vxrouter's.
+	cfg, err := parse("--ip-masq", "--ip-masq-fully-random-disable", "--iptables-resync", "7")
+	if err != nil || !cfg.IPMasq || !cfg.IPMasqRandomFullyDisable || cfg.IPTablesResync != 7*time.Second {
+		t.Fatalf("--ip-masq --ip-masq-fully-random-disable --iptables-resync 7: %+v, %v", cfg, err)
 	}
 	for _, c := range []struct{ flag, value string }{
 		{"--poll-yields", "-1"},
 		{"--poll-yields", "101"},
 		{"--queues", "0"},
 		{"--capture-limit", "0"},
+		{"--iptables-resync", "0"},
 	} {
 		err := config(c.flag, c.value)
 		if err == nil || !strings.Contains(err.Error(), c.flag+" "+c.value) {

@@ -18,13 +18,20 @@ import (
 // device, no lease in etcd). It returns the node's log.
 func (o *overlay) startFailing(t *testing.T, h *lab.Host, args ...string) string {
 	t.Helper()
+	return o.startFailingEnv(t, h, nil, args...)
+}
+
+// startFailingEnv is startFailing with env added to the node's
+// environment.
+func (o *overlay) startFailingEnv(t *testing.T, h *lab.Host, env []string, args ...string) string {
+	t.Helper()
 	before, _, err := o.reg.Leases(o.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(o.dir, h.Name)
 	os.RemoveAll(dir)
-	n, err := h.StartVXRouter(lab.NodeOptions{Binary: binary, Etcd: o.etcd.UnixEndpoint(), Dir: dir, Args: args})
+	n, err := h.StartVXRouter(lab.NodeOptions{Binary: binary, Etcd: o.etcd.UnixEndpoint(), Dir: dir, Args: args, Env: env})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,9 @@ type Config struct {
 	SubnetMin netip.Addr // default: second subnet
 	SubnetMax netip.Addr // default: last subnet
 	Backend   Backend
+	// EnableNFTables makes --ip-masq write its rules with nftables
+	// instead of iptables, as in flannel.
+	EnableNFTables bool
 }
 
 // configJSON mirrors flannel's field names. Pointers tell "absent" from
@@ -50,12 +53,13 @@ type Config struct {
 // "VNI":0 is VNI 0). Fields flannel has and vxrouter does not use
 // (EnableIPv6, IPv6Network, Backend.GBP, ...) are ignored by encoding/json.
 type configJSON struct {
-	EnableIPv4 *bool
-	Network    *string
-	SubnetLen  *int
-	SubnetMin  *string
-	SubnetMax  *string
-	Backend    *backendJSON
+	EnableIPv4     *bool
+	Network        *string
+	SubnetLen      *int
+	SubnetMin      *string
+	SubnetMax      *string
+	Backend        *backendJSON
+	EnableNFTables bool
 }
 
 type backendJSON struct {
@@ -76,7 +80,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	if j.EnableIPv4 != nil && !*j.EnableIPv4 {
 		return nil, errors.New(`config: EnableIPv4 is false, but vxrouter carries flannel's IPv4 Network only; remove "EnableIPv4":false`)
 	}
-	c := &Config{}
+	c := &Config{EnableNFTables: j.EnableNFTables}
 
 	if j.Network == nil || *j.Network == "" {
 		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
@@ -231,10 +235,13 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		SubnetMin string `json:",omitempty"`
 		SubnetMax string `json:",omitempty"`
 		Backend   backendOut
+		// Left out when false, as flannel's configs usually have it.
+		EnableNFTables bool `json:",omitempty"`
 	}{
-		Network:   c.Network.String(),
-		SubnetLen: c.SubnetLen,
-		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU},
+		Network:        c.Network.String(),
+		SubnetLen:      c.SubnetLen,
+		Backend:        backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU},
+		EnableNFTables: c.EnableNFTables,
 	}
 	if c.SubnetMin.IsValid() {
 		out.SubnetMin = c.SubnetMin.String()

@@ -18,6 +18,7 @@ import (
 
 	"vxrouter/encap"
 	"vxrouter/lease"
+	"vxrouter/masq"
 	"vxrouter/route"
 	"vxrouter/tunnel"
 )
@@ -72,7 +73,15 @@ type Config struct {
 	// peers that take them pending, and does not say in the lease that
 	// this node takes them pending (lease.Attrs.PartialCsum).
 	FullChecksums bool
-	Log           *slog.Logger
+	// IPMasq writes flannel's masquerading rules (package masq) for
+	// traffic leaving the overlay, and says so in subnet.env.
+	// IPMasqRandomFullyDisable never asks for fully random ports;
+	// IPTablesResync is how often the rules are checked (default
+	// masq.DefaultResync).
+	IPMasq                   bool
+	IPMasqRandomFullyDisable bool
+	IPTablesResync           time.Duration
+	Log                      *slog.Logger
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
@@ -90,6 +99,7 @@ type Node struct {
 	table *route.Table
 	fwd   *route.Forwarder
 	capt  captures
+	masq  *masq.Masq // nil without --ip-masq
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -170,6 +180,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.mtu < lease.MinMTU {
 		return nil, fmt.Errorf("overlay MTU %d is too small (underlay %s has MTU %d, VXLAN takes %d)", n.mtu, n.underlay.Name, n.underlay.MTU, encap.OverheadIPv4)
 	}
+	if err := n.prepareMasq(); err != nil {
+		return nil, err
+	}
 
 	vni := uint32(n.overlay.Backend.VNI)
 	if n.table, err = route.NewTable(vni, n.vtep); err != nil {
@@ -211,6 +224,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			q.Dev.Close()
 			q.Underlay.Close()
 		}
+		n.removeMasq()
 	}
 	// The lease comes last of what can fail locally: a node that cannot
 	// open its device or bind its port must not leave a lease behind that
@@ -237,6 +251,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		closeAll()
 		return nil, err
 	}
+	// Before subnet.env: CNI reads FLANNEL_IPMASQ=true as "the node
+	// masquerades", and turns its bridge's own masquerading off.
+	if err := n.writeMasq(); err != nil {
+		closeAll()
+		return nil, err
+	}
 	gso, gro := uls[0].Offloads()
 	srcPorts := "fixed"
 	if !cfg.FixedSourcePort {
@@ -252,6 +272,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Network: n.overlay.Network,
 		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
 		MTU:     n.mtu,
+		IPMasq:  n.masq != nil,
 	}
 	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
 		closeAll()
@@ -307,6 +328,9 @@ func (n *Node) Run(ctx context.Context) error {
 	run("forwarder", n.fwd.Run)
 	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
+	if n.masq != nil {
+		run("ip masquerade", n.keepMasq)
+	}
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
 	})

@@ -9,12 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"vxrouter/encap"
 	"vxrouter/lease"
@@ -34,8 +32,9 @@ type Config struct {
 	StateDir   string          // keeps the VTEP MAC across restarts
 	TunName    string          // default "vxr0"
 	LeaseTTL   time.Duration   // default lease.DefaultTTL
-	// EtcdTimeout bounds the first contact with etcd (config and lease);
-	// default 30s. Later outages are ridden out, not fatal.
+	// EtcdTimeout bounds the first contact with etcd (config and lease),
+	// or with Source; default 30s. Later outages are ridden out, not
+	// fatal.
 	EtcdTimeout time.Duration
 	// AdminSocket is the unix socket of the admin endpoint (/healthz,
 	// /metrics, /counters, /peers); "" for none. MetricsAddr also serves
@@ -82,14 +81,18 @@ type Config struct {
 	IPMasqRandomFullyDisable bool
 	IPTablesResync           time.Duration
 	Log                      *slog.Logger
+
+	// Source, when set, gives the config, the lease and the peers
+	// instead of etcd (Etcd and EtcdPrefix are then unused), e.g. the
+	// Kubernetes API (package kube). Its giver closes it.
+	Source Source
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
-	cli      *clientv3.Client
-	reg      *lease.Registry
+	reg      Source
 	overlay  *lease.Config
 	lease    *lease.Lease
 	underlay underlayLink
@@ -144,33 +147,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep.String())
 
-	etcdCfg := cfg.Etcd
-	// With auth, clientv3.New fetches a token and waits DialTimeout for
-	// it: the first contact is what --etcd-timeout bounds.
-	etcdCfg.DialTimeout = cfg.EtcdTimeout
-	// clientv3 would log its own retries as JSON at warn level, in the
-	// middle of the node's log; the registry reports what matters (renewal
-	// and watch failures, with backoff) through the node's logger.
-	etcdCfg.Logger = zap.NewNop()
-	if n.cli, err = clientv3.New(etcdCfg); err != nil {
-		return nil, fmt.Errorf("etcd at %s: %w (check --etcd-endpoints, the TLS files and the credentials, and that etcd is running)",
-			strings.Join(etcdCfg.Endpoints, ","), err)
+	if n.reg = cfg.Source; n.reg == nil {
+		if n.reg, err = dialEtcd(cfg); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err != nil {
-			n.cli.Close()
+			n.closeSource()
 		}
 	}()
-	n.reg = lease.NewRegistry(n.cli, cfg.EtcdPrefix, n.log)
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.EtcdTimeout)
 	defer cancel()
 	if n.overlay, err = n.reg.Config(cctx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("etcd at %s did not answer within %s: check --etcd-endpoints and that etcd is running (%w)",
-				strings.Join(etcdCfg.Endpoints, ","), cfg.EtcdTimeout, err)
-		}
-		return nil, fmt.Errorf("read overlay config from etcd %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
+		return nil, err
 	}
 
 	n.mtu = n.overlay.Backend.MTU
@@ -244,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		closeAll()
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
 	}
-	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
+	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", expires(n.lease))
 
 	dev := devs[0]
 	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
@@ -308,7 +299,7 @@ func (n *Node) Counters() *route.Counters { return &n.fwd.Counters }
 // Run forwards, learns peers and renews the lease until ctx ends, then
 // shuts down cleanly and returns nil; or returns the error that stopped it.
 func (n *Node) Run(ctx context.Context) error {
-	defer n.cli.Close()
+	defer n.closeSource()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 

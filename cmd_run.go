@@ -25,8 +25,12 @@ func runCommand() *cli.Command {
 		Description: "run takes a subnet lease from etcd (flannel's layout), creates and configures\n" +
 			"the TUN device, writes subnet.env, learns every other node's lease and forwards\n" +
 			"overlay traffic as VXLAN over UDP until SIGINT or SIGTERM. Needs root (or\n" +
-			"CAP_NET_ADMIN). The lease stays in etcd on exit, so a restart keeps the subnet.",
-		// etcd's flags (endpoints, prefix, TLS, auth) are shared with `lease`.
+			"CAP_NET_ADMIN). The lease stays in etcd on exit, so a restart keeps the subnet.\n" +
+			"With --kube-subnet-mgr the subnet is the Node's podCIDR from the Kubernetes API,\n" +
+			"the config comes from --net-config-path, and peers are the other Nodes, as with\n" +
+			"flanneld --kube-subnet-mgr; the etcd flags are then unused.",
+		// etcd's flags (endpoints, prefix, TLS, auth) are shared with
+		// `lease`; the Kubernetes mode's are in cmd_run_kube.go.
 		Flags: append([]cli.Flag{
 			logLevelFlag(),
 			&cli.StringFlag{Name: "iface", Usage: "underlay interface, by name or address (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
@@ -51,7 +55,7 @@ func runCommand() *cli.Command {
 			&cli.Int64Flag{Name: "capture-limit", Value: node.DefaultCaptureLimit, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
 			&cli.DurationFlag{Name: "lease-ttl", Value: lease.DefaultTTL, Usage: "how long a lease lives without renewal", EnvVars: []string{"VXROUTER_LEASE_TTL"}},
-		}, etcdFlags()...),
+		}, append(etcdFlags(), kubeFlags()...)...),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -78,6 +82,13 @@ func runCommand() *cli.Command {
 					return err
 				}
 				defer stop()
+			}
+			src, err := kubeSource(c.Context, c, &cfg, log)
+			if err != nil {
+				return err
+			}
+			if src != nil {
+				defer src.Close()
 			}
 			n, err := node.Start(c.Context, cfg)
 			if err != nil {

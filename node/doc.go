@@ -10,7 +10,8 @@
 //     administered, unicast) and keep it there, so a restart keeps it;
 //  3. read the overlay's config from etcd and acquire a subnet lease:
 //     the live lease with this PublicIP, else the subnet from subnet.env,
-//     else a free one;
+//     else a free one (or, with Config.Source, from another Source: the
+//     Kubernetes API's Node and its podCIDR, package kube);
 //  4. create the TUN device, give it MTU = underlay MTU - 50, the address
 //     <subnet>.0/32 and a route to the whole overlay network, via netlink;
 //  5. write subnet.env for CNI and Docker;

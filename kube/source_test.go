@@ -390,13 +390,15 @@ func TestWatchBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPeers(t, &ev, map[string]string{"10.244.2.0/24": "192.0.2.22"})
-	// Changes to what is no peer send nothing.
+	// Changes to what is no peer send nothing: after two of them and a
+	// peer's change, one batch has come, the peer's.
 	n := ev.count()
 	k.patch("plain", `{"metadata":{"annotations":{"example.com/x":"y"}}}`)
 	k.patch("self", `{"metadata":{"annotations":{"example.com/x":"y"}}}`)
-	time.Sleep(500 * time.Millisecond) // nothing to wait for: a batch that should not come
-	if ev.count() != n {
-		t.Errorf("%d batches for changes to no peer", ev.count()-n)
+	k.patch("flannel", `{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.23"}}}`)
+	wantPeers(t, &ev, map[string]string{"10.244.2.0/24": "192.0.2.23"})
+	if got := ev.count() - n; got != 1 {
+		t.Errorf("%d batches for one change to a peer and two to no peer, want 1", got)
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -19,6 +19,7 @@ const DefaultAnnotationPrefix = "flannel.alpha.coreos.com"
 // reads, flannel's names under one prefix:
 // flannel.alpha.coreos.com/public-ip and so on.
 type Annotations struct {
+	Prefix            string // what every name starts with: "flannel.alpha.coreos.com/", "example.com/net-"
 	KubeSubnetManager string // "true": this Node's subnet manager is the Kubernetes API; only such Nodes are peers
 	BackendType       string // "vxlan"
 	BackendData       string // {"VNI":1,"VtepMAC":"…"}, as the etcd lease's BackendData
@@ -71,6 +72,7 @@ func NewAnnotations(prefix string) (Annotations, error) {
 		p += name + "-"
 	}
 	return Annotations{
+		Prefix:              p,
 		KubeSubnetManager:   p + "kube-subnet-manager",
 		BackendType:         p + "backend-type",
 		BackendData:         p + "backend-data",
@@ -178,7 +180,7 @@ func (a Annotations) peerLease(n *corev1.Node) (lease.Lease, error) {
 	}
 	attrs, err := lease.ParseAttrs(b)
 	if err != nil {
-		return lease.Lease{}, fmt.Errorf("annotations (%s/…): %w", strings.TrimSuffix(a.PublicIP, "public-ip"), err)
+		return lease.Lease{}, fmt.Errorf("annotations %s…: %w", a.Prefix, err)
 	}
 	return lease.Lease{Subnet: subnet, Attrs: attrs}, nil
 }

@@ -36,6 +36,7 @@ func TestNewAnnotations(t *testing.T) {
 	}
 	a, _ := NewAnnotations(DefaultAnnotationPrefix)
 	want := Annotations{
+		Prefix:              "flannel.alpha.coreos.com/",
 		KubeSubnetManager:   "flannel.alpha.coreos.com/kube-subnet-manager",
 		BackendType:         "flannel.alpha.coreos.com/backend-type",
 		BackendData:         "flannel.alpha.coreos.com/backend-data",

@@ -241,7 +241,7 @@ func (s *Source) firstContact(ctx context.Context) error {
 // nodeErr says what an error reading or writing our Node means.
 func (s *Source) nodeErr(err error) error {
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("Node %q not found at %s: check NODE_NAME (kubelet registers its Node under the host's name unless --hostname-override says otherwise)", s.name, s.host)
+		return fmt.Errorf("Node %q not found at %s: check NODE_NAME or --node-name (kubelet registers its Node under the host's name unless --hostname-override says otherwise)", s.name, s.host)
 	}
 	return fmt.Errorf("Node %q at %s: %w", s.name, s.host, s.apiErr(err))
 }
@@ -371,7 +371,7 @@ func (s *Source) Acquire(ctx context.Context, cfg *lease.Config, attrs lease.Att
 	if err := s.annotate(ctx, n, attrs); err != nil {
 		return nil, err
 	}
-	s.log.Info("Node annotated", "pod-cidr", s.subnet, "public-ip", attrs.PublicIP, "annotation", s.ann.BackendData)
+	s.log.Info("Node annotated", "pod-cidr", s.subnet, "public-ip", attrs.PublicIP, "annotations", s.ann.Prefix+"…")
 	return &lease.Lease{Subnet: s.subnet, Attrs: attrs}, nil
 }
 

@@ -22,10 +22,14 @@ const (
 	DefaultPort = 8472
 
 	maxVNI = 1<<24 - 1
-	// MinMTU is the smallest overlay MTU, in the config's Backend.MTU
-	// and as a node works it out from its underlay. IPv4 allows 68, but
+	// MinMTU is the smallest overlay MTU a node runs with, whether it
+	// comes from Backend.MTU or from the underlay. IPv4 allows 68, but
 	// every host must take 576-byte datagrams (RFC 791).
 	MinMTU = 576
+	// BackendMTUOverhead is what flannel takes off Backend.MTU for the
+	// overlay: Backend.MTU stands in for the underlay's MTU, and VXLAN
+	// over IPv4 costs 50 bytes of it.
+	BackendMTUOverhead = 50
 )
 
 // Backend is the "Backend" object of flannel's config.
@@ -33,7 +37,14 @@ type Backend struct {
 	Type string // "vxlan"
 	VNI  int    // default 1
 	Port int    // default 8472
-	MTU  int    // 0 = derive from underlay
+	// MTU stands in for the underlay interface's MTU, as in flannel: the
+	// overlay's MTU (the TUN device's, FLANNEL_MTU) is MTU -
+	// BackendMTUOverhead. 0 = the underlay interface's.
+	MTU int
+	// DirectRouting routes to a peer whose public IP is on-link (the
+	// kernel reaches it without a gateway) straight through the
+	// underlay, without VXLAN, as flannel's vxlan backend does.
+	DirectRouting bool
 }
 
 // Config is flannel's network config, stored at <prefix>/config.
@@ -45,10 +56,12 @@ type Config struct {
 	Backend   Backend
 }
 
-// configJSON mirrors flannel's field names. Pointers tell "absent" from
-// zero, because flannel's defaults apply only to absent fields (an explicit
-// "VNI":0 is VNI 0). Fields flannel has and vxrouter does not use
-// (EnableIPv6, IPv6Network, Backend.GBP, ...) are ignored by encoding/json.
+// configJSON mirrors flannel's field names (encoding/json matches them
+// without regard to case, as it does for flannel). Pointers tell "absent"
+// from zero, because flannel's defaults apply only to absent fields (an
+// explicit "VNI":0 is VNI 0). Fields vxrouter does not know are ignored,
+// as flannel ignores the ones it does not know; backendJSON lists the
+// vxlan options flannel has and vxrouter does not do, to refuse them.
 type configJSON struct {
 	EnableIPv4 *bool
 	Network    *string
@@ -63,6 +76,31 @@ type backendJSON struct {
 	VNI  *int
 	Port *int
 	MTU  *int
+
+	// Plain bools, as in flannel's VXLANConfig, so that even odd JSON
+	// ("GBP":true,"GBP":null) reads as flannel reads it.
+	DirectRouting bool
+
+	// Options of flannel's vxlan backend on Linux that change what the
+	// kernel's vxlan device does, which vxrouter does not do: refused
+	// when turned on, so an overlay never runs half of what its config
+	// says. (MacPrefix and Name are flannel's Windows-only options, which
+	// flannel on Linux ignores: so does vxrouter.)
+	GBP      bool
+	Learning bool
+}
+
+// unsupported names the options of b that ask for what vxrouter does not
+// do, each with why.
+func (b *backendJSON) unsupported() []string {
+	var out []string
+	if b.GBP {
+		out = append(out, `"GBP":true (VXLAN Group Based Policy: vxrouter sends and accepts no policy IDs)`)
+	}
+	if b.Learning {
+		out = append(out, `"Learning":true (MAC learning on the vxlan device: vxrouter's peers come from etcd only)`)
+	}
+	return out
 }
 
 // ParseConfig parses flannel's <prefix>/config JSON, fills flannel's
@@ -157,10 +195,15 @@ func ParseConfig(b []byte) (*Config, error) {
 		c.Backend.Port = *be.Port
 	}
 	if be.MTU != nil && *be.MTU != 0 {
-		if *be.MTU < MinMTU || *be.MTU > 65535 {
-			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535 (leave it out or 0 to derive it from the underlay)", *be.MTU, MinMTU)
+		if *be.MTU < MinMTU+BackendMTUOverhead || *be.MTU > 65535 {
+			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535: it is the underlay's MTU, the overlay gets %d less (leave it out or 0 to use the underlay interface's)",
+				*be.MTU, MinMTU+BackendMTUOverhead, BackendMTUOverhead)
 		}
 		c.Backend.MTU = *be.MTU
+	}
+	c.Backend.DirectRouting = be.DirectRouting
+	if u := be.unsupported(); len(u) > 0 {
+		return nil, fmt.Errorf("config: Backend asks for what vxrouter does not do: %s; remove it or set it false", strings.Join(u, ", "))
 	}
 	return c, nil
 }
@@ -212,9 +255,9 @@ func (c *Config) Validate() error {
 
 // MarshalJSON writes flannel's shape:
 // {"Network":"172.16.0.0/16","SubnetLen":24,"SubnetMin":"172.16.1.0","SubnetMax":"172.16.255.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}.
-// Zero SubnetLen, Port and MTU and invalid SubnetMin/SubnetMax are left
-// out, so readers apply their defaults; VNI is always written because 0 is
-// a valid VNI.
+// Zero SubnetLen, Port and MTU, a false DirectRouting and invalid
+// SubnetMin/SubnetMax are left out, so readers apply their defaults; VNI
+// is always written because 0 is a valid VNI.
 func (c *Config) MarshalJSON() ([]byte, error) {
 	if !c.Network.IsValid() {
 		return nil, errors.New("config: Network is not set")
@@ -224,6 +267,9 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		VNI  int
 		Port int `json:",omitempty"`
 		MTU  int `json:",omitempty"`
+		// flannel's own spelling is "DirectRouting" in its documentation
+		// and "directRouting" in its struct tag; JSON matches either.
+		DirectRouting bool `json:",omitempty"`
 	}
 	out := struct {
 		Network   string
@@ -234,7 +280,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	}{
 		Network:   c.Network.String(),
 		SubnetLen: c.SubnetLen,
-		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU},
+		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU, DirectRouting: c.Backend.DirectRouting},
 	}
 	if c.SubnetMin.IsValid() {
 		out.SubnetMin = c.SubnetMin.String()

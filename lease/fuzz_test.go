@@ -1,6 +1,9 @@
 package lease
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 // Everything these parse comes from etcd or from people: they must never
 // panic, and what they accept must survive a round trip.
@@ -10,6 +13,10 @@ func FuzzParseConfig(f *testing.F) {
 		`{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan"}}`,
 		`{"Network":"10.5.0.0/26","SubnetLen":28,"SubnetMin":"10.5.0.16","SubnetMax":"10.5.0.48","Backend":{"Type":"vxlan","VNI":0,"Port":4789,"MTU":1400}}`,
 		`{"EnableIPv6":true,"IPv6Network":"fc00::/48","Network":"0.0.0.0/0","Backend":{"Type":"vxlan","GBP":true}}`,
+		`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"MTU":626}}`,
+		`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","directrouting":false,"gbp":false,"Learning":true,"MacPrefix":"0E-2A"}}`,
+		`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":1,"Learning":null}}`,
+		`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":true,"gbp":null}}`,
 		`{"Network":"10.0.0.0/28","Backend":{"Type":"udp"}}`,
 		`{"Network":"10.0.0.0/16","SubnetLen":30,"SubnetMax":"10.0.255.252","Backend":{"Type":"VXLAN"}}`,
 		`{}`, `null`, `[`,
@@ -20,6 +27,11 @@ func FuzzParseConfig(f *testing.F) {
 		c, err := ParseConfig(b)
 		if err != nil {
 			return
+		}
+		// What vxrouter does not do is never accepted, however spelled.
+		var asked struct{ Backend struct{ GBP, Learning bool } }
+		if json.Unmarshal(b, &asked) == nil && (asked.Backend.GBP || asked.Backend.Learning) {
+			t.Fatalf("%s: accepted, but it turns on GBP or Learning", b)
 		}
 		if !c.Contains(c.subnetAt(0)) || !c.Contains(c.subnetAt(c.count()-1)) || c.subnetAt(c.count()-1).Addr() != c.SubnetMax {
 			t.Fatalf("%s: first/last subnet not contained, or last != SubnetMax: %+v", b, c)

@@ -153,12 +153,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("read overlay config from etcd %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
 	}
 
-	n.mtu = n.overlay.Backend.MTU
-	if n.mtu == 0 {
-		n.mtu = n.underlay.MTU - encap.OverheadIPv4
-	}
-	if n.mtu < lease.MinMTU {
-		return nil, fmt.Errorf("overlay MTU %d is too small (underlay %s has MTU %d, VXLAN takes %d)", n.mtu, n.underlay.Name, n.underlay.MTU, encap.OverheadIPv4)
+	if n.mtu, err = overlayMTU(n.overlay.Backend.MTU, n.underlay, n.log); err != nil {
+		return nil, err
 	}
 
 	vni := uint32(n.overlay.Backend.VNI)

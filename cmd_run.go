@@ -1,9 +1,11 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -28,8 +30,10 @@ func runCommand() *cli.Command {
 		// etcd's flags (endpoints, prefix, TLS, auth) are shared with `lease`.
 		Flags: append([]cli.Flag{
 			logLevelFlag(),
-			&cli.StringFlag{Name: "iface", Usage: "underlay interface, by name or address (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
-			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the interface's first IPv4)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
+			&cli.StringSliceFlag{Name: "iface", Usage: "underlay interface, by name or address; repeat it (or separate with commas) to try each in order, the first that exists and has an IPv4 address wins (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
+			&repeatFlag{GenericFlag: cli.GenericFlag{Name: "iface-regex", Value: &wholeValues{}, Usage: "`REGEX` matched against each interface's IPv4 addresses, then names, for the underlay; repeat it to try each in order, after every --iface (the variable holds one)", EnvVars: []string{"VXROUTER_IFACE_REGEX"}}},
+			&cli.StringFlag{Name: "iface-can-reach", Usage: "use the interface (and its address) the kernel routes `ADDRESS` through, as ip route get ADDRESS shows it; tried after --iface and --iface-regex", EnvVars: []string{"VXROUTER_IFACE_CAN_REACH"}},
+			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the underlay interface's first IPv4; without --iface*, the underlay is the interface that has this address)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
 			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
@@ -90,7 +94,6 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	cfg := node.Config{
 		EtcdPrefix:    prefix,
-		Iface:         c.String("iface"),
 		SubnetFile:    c.String("subnet-file"),
 		StateDir:      c.String("state-dir"),
 		TunName:       c.String("tun-name"),
@@ -111,6 +114,9 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		return cfg, err
 	}
 	cfg.Etcd = etcd
+	if err := underlayFlags(c, &cfg); err != nil {
+		return cfg, err
+	}
 	if s := c.String("public-ip"); s != "" {
 		ip, err := netip.ParseAddr(s)
 		if err != nil || !ip.Is4() {
@@ -141,6 +147,69 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	return cfg, nil
 }
+
+// underlayFlags reads --iface, --iface-regex and --iface-can-reach. A
+// regex that does not compile is an error here, where flanneld would log
+// it and try the next: a typo in a flag should stop the node, not pick
+// another interface.
+func underlayFlags(c *cli.Context, cfg *node.Config) error {
+	for _, s := range c.StringSlice("iface") {
+		if s != "" {
+			cfg.Iface = append(cfg.Iface, s)
+		}
+	}
+	for _, s := range c.Generic("iface-regex").(*wholeValues).vals {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return fmt.Errorf("--iface-regex %q: %w", s, err)
+		}
+		cfg.IfaceRegex = append(cfg.IfaceRegex, re)
+	}
+	if s := c.String("iface-can-reach"); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("--iface-can-reach %q: want an IP address", s)
+		}
+		cfg.IfaceCanReach = ip.Unmap()
+	}
+	return nil
+}
+
+// wholeValues is the value of a repeatable flag whose every occurrence is
+// taken whole: urfave/cli's StringSliceFlag cuts values at commas, and a
+// regex such as 10\.0\.[0-9]{1,3}\. has one. Its environment variable
+// holds one value, which values on the command line replace.
+type wholeValues struct {
+	vals    []string
+	fromEnv bool
+}
+
+func (w *wholeValues) Set(s string) error {
+	if w.fromEnv {
+		w.vals, w.fromEnv = nil, false
+	}
+	w.vals = append(w.vals, s)
+	return nil
+}
+
+func (w *wholeValues) String() string { return strings.Join(w.vals, " ") }
+
+// repeatFlag is a GenericFlag over wholeValues.
+type repeatFlag struct{ cli.GenericFlag }
+
+func (f *repeatFlag) Apply(set *flag.FlagSet) error {
+	if err := f.GenericFlag.Apply(set); err != nil {
+		return err
+	}
+	// Whatever is set by now came from the environment.
+	w := f.Value.(*wholeValues)
+	w.fromEnv = len(w.vals) > 0
+	return nil
+}
+
+// IsSliceFlag and String make --help show that it repeats.
+func (f *repeatFlag) IsSliceFlag() bool { return true }
+func (f *repeatFlag) String() string    { return cli.FlagStringer(f) }
 
 // splitEndpoints parses a comma-separated list of etcd endpoints.
 func splitEndpoints(s string) ([]string, error) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -27,12 +28,20 @@ import (
 type Config struct {
 	Etcd       clientv3.Config // Endpoints at least; TLS and auth when set
 	EtcdPrefix string          // default lease.DefaultPrefix
-	Iface      string          // underlay interface name or address; "" = default route's
+	Iface      []string        // underlay interfaces by name or address, the first usable wins; see below
 	PublicIP   netip.Addr      // overrides the interface's first IPv4
 	SubnetFile string          // where subnet.env goes
 	StateDir   string          // keeps the VTEP MAC across restarts
 	TunName    string          // default "vxr0"
 	LeaseTTL   time.Duration   // default lease.DefaultTTL
+
+	// Iface, IfaceRegex and IfaceCanReach choose the underlay interface
+	// as flanneld's flags of those names do (see underlayChoice); with
+	// none of them, it is the interface holding PublicIP, else the
+	// default route's.
+	IfaceRegex    []*regexp.Regexp
+	IfaceCanReach netip.Addr
+
 	// EtcdTimeout bounds the first contact with etcd (config and lease);
 	// default 30s. Later outages are ridden out, not fatal.
 	EtcdTimeout time.Duration
@@ -116,7 +125,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		f.Close()
 	}
 
-	if n.underlay, err = findUnderlay(cfg.Iface, cfg.PublicIP); err != nil {
+	choice := underlayChoice{Iface: cfg.Iface, IfaceRegex: cfg.IfaceRegex, IfaceCanReach: cfg.IfaceCanReach, PublicIP: cfg.PublicIP}
+	if n.underlay, err = findUnderlay(choice); err != nil {
 		return nil, err
 	}
 	if n.vtep, err = loadOrCreateVTEP(cfg.StateDir); err != nil {

@@ -43,6 +43,17 @@
 // entry <subnet>.0 -> VTEP MAC, a permanent FDB entry VTEP MAC -> public
 // IP, and last the route <subnet> via <subnet>.0 dev flannel.1 onlink.
 //
+// With DirectRouting, flannel routes an on-link peer (Host.OnLink: `ip
+// route get` answers one route without a gateway) with just
+// KernelVXLAN.AddDirectPeer: <subnet> via <public IP>.
+//
+// Lab.AddSegment makes a host the router of a second underlay segment
+// (bridge ul1 in its namespace); Segment.AddHost puts hosts on it, one
+// hop from the main underlay, and Segment.Attach gives a host on the
+// main underlay a second interface (eth1) on it: the layouts where an
+// overlay must tell on-link peers from the others, or choose among a
+// host's interfaces.
+//
 // lab drives iproute2 (ip, bridge) and sysctl; nothing is hidden in
 // netlink calls. Options.Log gets every command at debug level, and
 // Lab.Commands returns them all, a script of the topology a learner can

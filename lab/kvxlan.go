@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -186,4 +187,50 @@ func randomMAC() (net.HardwareAddr, error) {
 	}
 	mac[0] = mac[0]&^1 | 2
 	return mac, nil
+}
+
+// OnLink answers, for the host, what flannel's DirectRouting asks of a
+// peer's public IP (its ip.DirectRouting): does `ip route get ip` give
+// exactly one route, without a gateway?
+func (h *Host) OnLink(ctx context.Context, ip netip.Addr) (bool, error) {
+	out, err := h.lab.r.run(ctx, "ip", "-n", h.NS, "-j", "route", "get", ip.String())
+	if err != nil {
+		return false, fmt.Errorf("on-link %s from %s: %w", ip, h.Name, err)
+	}
+	var routes []struct {
+		Gateway string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(out), &routes); err != nil {
+		return false, fmt.Errorf("on-link %s from %s: ip route get: %w: %s", ip, h.Name, err, out)
+	}
+	return len(routes) == 1 && routes[0].Gateway == "", nil
+}
+
+// AddDirectPeer programs a peer's lease as flannel's vxlan backend does
+// with DirectRouting when the peer is on-link (OnLink): one route, no
+// neighbour or FDB entry, and no vxlan device in the way,
+//
+//	ip route replace <subnet> via <publicIP>
+//
+// Replacing a route that AddPeer made turns the peer direct, as in
+// flannel (whose stale neighbour and FDB entries stay, unused).
+func (k *KernelVXLAN) AddDirectPeer(subnet netip.Prefix, publicIP netip.Addr) error {
+	if !subnet.IsValid() || !publicIP.IsValid() {
+		return fmt.Errorf("direct peer %s via %s: want a subnet and a public IP", subnet, publicIP)
+	}
+	_, err := k.Host.lab.r.run(context.Background(), "ip", "-n", k.Host.NS, "route", "replace", subnet.Masked().String(), "via", publicIP.String())
+	if err != nil {
+		return fmt.Errorf("add direct peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
+}
+
+// RemoveDirectPeer undoes AddDirectPeer, as flannel does when the lease
+// goes.
+func (k *KernelVXLAN) RemoveDirectPeer(subnet netip.Prefix, publicIP netip.Addr) error {
+	_, err := k.Host.lab.r.run(context.Background(), "ip", "-n", k.Host.NS, "route", "del", subnet.Masked().String(), "via", publicIP.String())
+	if err != nil {
+		return fmt.Errorf("remove direct peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
 }

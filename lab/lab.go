@@ -99,9 +99,11 @@ type Lab struct {
 	r    *runner
 	ul   string // the underlay namespace
 
-	mu     sync.Mutex
-	hosts  []*Host
-	closed bool
+	mu        sync.Mutex
+	hosts     []*Host
+	mainHosts int // hosts on the main underlay (ul0)
+	segments  []*Segment
+	closed    bool
 }
 
 // New removes what a crashed lab with the same prefix left behind, then

@@ -24,6 +24,10 @@ type NodeOptions struct {
 	Etcd   string   // an etcd endpoint reachable from the host's namespace (unix:// works from any)
 	Dir    string   // the node's state directory; subnet.env and the log go in it too
 	Args   []string // more flags for `vxrouter run`
+	// Underlay is the flags that choose the underlay interface (--iface,
+	// --iface-regex, --iface-can-reach, --public-ip); default
+	// "--iface eth0".
+	Underlay []string
 	// Detach starts the node in a session of its own, so a terminal's
 	// Ctrl-C or hangup reaches only the caller, which stops it in order,
 	// and a node can outlive the caller (`vxrouter demo --keep`).
@@ -46,8 +50,8 @@ type Node struct {
 }
 
 // StartVXRouter starts `vxrouter run` in the host's namespace, with the
-// host's eth0 as underlay, and returns at once; WaitSubnet tells when it
-// is up.
+// host's eth0 as underlay unless o.Underlay says otherwise, and returns
+// at once; WaitSubnet tells when it is up.
 func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -64,13 +68,17 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"netns", "exec", h.NS, o.Binary, "run",
-		"--etcd-endpoints", o.Etcd,
-		"--iface", "eth0",
+	underlay := o.Underlay
+	if underlay == nil {
+		underlay = []string{"--iface", UnderlayDev}
+	}
+	args := []string{"netns", "exec", h.NS, o.Binary, "run", "--etcd-endpoints", o.Etcd}
+	args = append(args, underlay...)
+	args = append(args,
 		"--state-dir", o.Dir,
 		"--subnet-file", n.SubnetFile,
 		"--admin-socket", n.AdminSocket,
-	}
+	)
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf

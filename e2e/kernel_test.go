@@ -13,8 +13,11 @@ import (
 )
 
 // flannelNode runs a node the way flannel's vxlan backend does: the
-// kernel's vxlan device, programmed per peer lease with a route, a
-// permanent neighbour entry and an FDB entry. It returns the node's lease.
+// kernel's vxlan device (its MTU the underlay's, or Backend.MTU, less
+// 50), programmed per peer lease with a route, a permanent neighbour
+// entry and an FDB entry; with Backend.DirectRouting, a peer whose public
+// IP is on-link gets only a route via that IP. It returns the node's
+// lease.
 func (o *overlay) flannelNode(h *lab.Host, vtep string) lease.Lease {
 	o.t.Helper()
 	attrs := lease.Attrs{PublicIP: h.Underlay, BackendType: "vxlan", VNI: o.cfg.Backend.VNI, VtepMAC: mustMAC(o.t, vtep)}
@@ -22,34 +25,55 @@ func (o *overlay) flannelNode(h *lab.Host, vtep string) lease.Lease {
 	if err != nil {
 		o.t.Fatal(err)
 	}
+	mtu := o.lab.MTU()
+	if o.cfg.Backend.MTU != 0 {
+		mtu = o.cfg.Backend.MTU
+	}
 	kv, err := h.KernelVXLAN(lab.KernelVXLANConfig{
 		VNI:     uint32(o.cfg.Backend.VNI),
 		Port:    uint16(o.cfg.Backend.Port),
 		VtepMAC: attrs.VtepMAC,
 		Subnet:  own.Subnet,
-		MTU:     1450,
+		MTU:     mtu - 50,
 	})
 	if err != nil {
 		o.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(o.ctx)
+	direct := make(map[netip.Prefix]netip.Addr) // the peers routed directly, and via what
+	program := func(ev lease.Event) error {
+		l := ev.Lease
+		if ev.Type == lease.Removed {
+			if via, ok := direct[l.Subnet]; ok {
+				delete(direct, l.Subnet)
+				return kv.RemoveDirectPeer(l.Subnet, via)
+			}
+			return kv.RemovePeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
+		}
+		if o.cfg.Backend.DirectRouting {
+			onLink, err := h.OnLink(ctx, l.Attrs.PublicIP)
+			if err != nil {
+				return err
+			}
+			if onLink {
+				direct[l.Subnet] = l.Attrs.PublicIP
+				return kv.AddDirectPeer(l.Subnet, l.Attrs.PublicIP)
+			}
+		}
+		// The vxlan route replaces a direct one, as in flannel.
+		delete(direct, l.Subnet)
+		return kv.AddPeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		o.reg.Watch(ctx, func(ev lease.Event) {
-			l := ev.Lease
-			if l.Subnet == own.Subnet {
+			if ev.Lease.Subnet == own.Subnet {
 				return
 			}
-			var err error
-			if ev.Type == lease.Added {
-				err = kv.AddPeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
-			} else {
-				err = kv.RemovePeer(l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC)
-			}
-			if err != nil && ctx.Err() == nil {
-				o.t.Errorf("flannel node %s: program peer %s: %v", h.Name, l.Subnet, err)
+			if err := program(ev); err != nil && ctx.Err() == nil {
+				o.t.Errorf("flannel node %s: program peer %s: %v", h.Name, ev.Lease.Subnet, err)
 			}
 		})
 	}()

@@ -163,6 +163,7 @@ type NodePeer struct {
 	Port        uint16 `json:"port"`
 	VtepMAC     string `json:"vtep_mac"`
 	PartialCsum bool   `json:"partial_checksums"`
+	DirectRoute string `json:"direct_route"` // the via address of its direct route, if any
 }
 
 // Peers asks the node's admin endpoint for its route table.

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -86,9 +87,10 @@ type Node struct {
 	vtep     net.HardwareAddr
 	mtu      int
 
-	table *route.Table
-	fwd   *route.Forwarder
-	capt  captures
+	table  *route.Table
+	fwd    *route.Forwarder
+	capt   captures
+	direct *directRoutes
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -229,8 +231,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		closeAll()
 		return nil, err
 	}
+	tun, err := netlink.LinkByName(dev.Name())
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("find tun %q: %w", dev.Name(), err)
+	}
+	n.direct = newDirectRoutes(n.overlay.Backend.DirectRouting, netlinkRoutes{}, tun.Attrs().Index, n.log)
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums)
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "direct-routing", n.overlay.Backend.DirectRouting)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
@@ -330,11 +338,13 @@ func (n *Node) peerEvents(evs []lease.Event) {
 		level = slog.LevelDebug
 	}
 	changes := make([]route.Change, 0, len(evs))
+	direct := make([]directChange, 0, len(evs))
 	for _, ev := range evs {
 		l := ev.Lease
 		if l.Subnet == n.lease.Subnet {
 			continue
 		}
+		direct = append(direct, directChange{Subnet: l.Subnet}) // no peer, unless it is one below
 		if ev.Type == lease.Removed {
 			changes = append(changes, route.Change{Subnet: l.Subnet, Delete: true})
 			n.log.Log(context.Background(), level, "peer removed", "subnet", l.Subnet)
@@ -365,11 +375,13 @@ func (n *Node) peerEvents(evs []lease.Event) {
 			VTEP:        l.Attrs.VtepMAC,
 			PartialCsum: l.Attrs.PartialCsum && !n.cfg.FullChecksums,
 		})
+		direct[len(direct)-1].PublicIP = l.Attrs.PublicIP
 		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String(), "partial-checksums", l.Attrs.PartialCsum)
 	}
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)
 	}
+	n.direct.Apply(direct)
 	if level == slog.LevelDebug {
 		n.log.Info("peers updated", "events", len(evs), "peers", n.table.Len())
 	}

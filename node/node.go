@@ -319,7 +319,12 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				// The first error is what Run reports; a second one,
+				// racing it, must not block this goroutine forever.
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
 			}
 			cancel()
 		}()

@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"vxrouter/lease"
+	"vxrouter/masq"
 	"vxrouter/node"
 	"vxrouter/tunnel"
 )
@@ -40,7 +41,12 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
 			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
 			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU (sched_yield) and looks again before it sleeps or, on an offload TUN queue, ends its batch (0: at once, lowest latency; more: throughput under load; the water backend's TUN side never yields)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
+			&cli.StringFlag{Name: "src-port-range", Value: "auto", Usage: "outer UDP source ports, picked per inner flow so ECMP and RSS spread the overlay's flows (RFC 7348): auto (the host's ip_local_port_range, as Linux's vxlan), LO-HI, or fixed (every datagram from the VXLAN port)", EnvVars: []string{"VXROUTER_SRC_PORT_RANGE"}},
+			&cli.BoolFlag{Name: "anti-spoofing", Value: true, Usage: "deliver a datagram from a peer only if its inner source address is in that peer's subnet; false for a peer that routes other networks' traffic into the overlay without masquerading it (a gateway node)", EnvVars: []string{"VXROUTER_ANTI_SPOOFING"}},
 			&cli.BoolFlag{Name: "partial-checksums", Value: true, Usage: "between vxrouter nodes, leave inner TCP and UDP checksums unfinished (the outer UDP checksum covers every byte) and advertise that this node takes them so (\"PartialCsum\":true in the lease; flannel ignores it and always gets complete checksums); false computes every one", EnvVars: []string{"VXROUTER_PARTIAL_CHECKSUMS"}},
+			&cli.BoolFlag{Name: "ip-masq", Usage: "set up IP masquerade rules for traffic leaving the overlay network, as flanneld --ip-masq does (iptables, or nftables with \"EnableNFTables\":true in the config); subnet.env then says FLANNEL_IPMASQ=true", EnvVars: []string{"VXROUTER_IP_MASQ"}},
+			&cli.BoolFlag{Name: "ip-masq-fully-random-disable", Usage: "masquerade without fully random source ports (--random-fully), as flanneld's flag of that name", EnvVars: []string{"VXROUTER_IP_MASQ_FULLY_RANDOM_DISABLE"}},
+			&cli.IntFlag{Name: "iptables-resync", Value: int(masq.DefaultResync / time.Second), Usage: "seconds between checks that the --ip-masq rules are still in place (put back if another program removed them)", EnvVars: []string{"VXROUTER_IPTABLES_RESYNC"}},
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
@@ -101,7 +107,12 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		Queues:        c.Int("queues"),
 		PollYields:    c.Int("poll-yields"),
 		FullChecksums: !c.Bool("partial-checksums"),
+		NoSourceCheck: !c.Bool("anti-spoofing"),
 		LeaseTTL:      c.Duration("lease-ttl"),
+
+		IPMasq:                   c.Bool("ip-masq"),
+		IPMasqRandomFullyDisable: c.Bool("ip-masq-fully-random-disable"),
+		IPTablesResync:           time.Duration(c.Int("iptables-resync")) * time.Second,
 
 		EtcdTimeout:  c.Duration("etcd-timeout"),
 		AdminSocket:  c.String("admin-socket"),
@@ -141,6 +152,20 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	if cfg.Queues < 1 || cfg.Queues > 64 {
 		return cfg, fmt.Errorf("--queues %d: want 1 to 64", cfg.Queues)
+	}
+	switch r := c.String("src-port-range"); r {
+	case "auto", "":
+	case "fixed":
+		cfg.FixedSourcePort = true
+	default:
+		pr, err := tunnel.ParsePortRange(r)
+		if err != nil {
+			return cfg, fmt.Errorf("--src-port-range: %w (or auto, or fixed)", err)
+		}
+		cfg.SourcePorts = pr
+	}
+	if r := c.Int("iptables-resync"); r < 1 || r > 3600 {
+		return cfg, fmt.Errorf("--iptables-resync %d: want 1 to 3600 seconds", r)
 	}
 	if cfg.PollYields < 0 || cfg.PollYields > 100 {
 		return cfg, fmt.Errorf("--poll-yields %d: want 0 to 100", cfg.PollYields)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -39,12 +40,18 @@ func TestGOMAXPROCS(t *testing.T) {
 func TestRunRejectsBadFlags(t *testing.T) {
 	// The flags read VXROUTER_* variables; none may leak in.
 	unsetVXROUTER(t)
+	parse := func(args ...string) (node.Config, error) { return runConfig(t, args...) }
 	config := func(args ...string) error {
-		_, err := runConfig(t, args...)
+		_, err := parse(args...)
 		return err
 	}
 	if err := config(); err != nil {
 		t.Fatalf("run's defaults: %v", err)
+	}
+	// flanneld's command line for masquerading is vxrouter's.
+	cfg, err := parse("--ip-masq", "--ip-masq-fully-random-disable", "--iptables-resync", "7")
+	if err != nil || !cfg.IPMasq || !cfg.IPMasqRandomFullyDisable || cfg.IPTablesResync != 7*time.Second {
+		t.Fatalf("--ip-masq --ip-masq-fully-random-disable --iptables-resync 7: %+v, %v", cfg, err)
 	}
 	for _, c := range []struct{ flag, value string }{
 		{"--poll-yields", "-1"},
@@ -53,10 +60,21 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--capture-limit", "0"},
 		{"--iface-regex", "eth[0-9"},
 		{"--iface-can-reach", "eth0"},
+		{"--iptables-resync", "0"},
 	} {
 		err := config(c.flag, c.value)
 		if err == nil || !strings.Contains(err.Error(), c.flag+" "+c.value) && !strings.Contains(err.Error(), c.flag+" "+strconv.Quote(c.value)) {
 			t.Errorf("run %s %s: %v, want an error naming the flag and value", c.flag, c.value, err)
+		}
+	}
+	for _, v := range []string{"0-100", "60000-50000", "any"} {
+		if err := config("--src-port-range", v); err == nil || !strings.Contains(err.Error(), "--src-port-range") || !strings.Contains(err.Error(), v) {
+			t.Errorf("run --src-port-range %s: %v, want an error naming the flag and value", v, err)
+		}
+	}
+	for _, v := range []string{"auto", "fixed", "49152-65535"} {
+		if err := config("--src-port-range", v); err != nil {
+			t.Errorf("run --src-port-range %s: %v", v, err)
 		}
 	}
 }

@@ -92,7 +92,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != len(Scenarios()) || len(o.Tests) != 5 {
+	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != len(Scenarios()) || len(o.Tests) != 6 || o.CostRate != DefaultCostRate {
 		t.Errorf("quick defaults: %+v", o)
 	}
 	o = Options{Tests: []string{"latency", "tcp1"}, Scenarios: []string{"underlay"}}
@@ -108,6 +108,8 @@ func TestOptionsDefaults(t *testing.T) {
 		{Duration: time.Millisecond},
 		{Rounds: -1},
 		{RoundTrips: 3},
+		{CostRate: MinCostRate - 1},
+		{CostRate: MaxCostRate + 1},
 	} {
 		if err := bad.setDefaults(); err == nil {
 			t.Errorf("options %+v: no error", bad)

@@ -21,6 +21,13 @@ func (o *overlay) startFailing(t *testing.T, h *lab.Host, args ...string) string
 	return o.startFailingWith(t, h, lab.NodeOptions{Args: args})
 }
 
+// startFailingEnv is startFailing with env added to the node's
+// environment.
+func (o *overlay) startFailingEnv(t *testing.T, h *lab.Host, env []string, args ...string) string {
+	t.Helper()
+	return o.startFailingWith(t, h, lab.NodeOptions{Args: args, Env: env})
+}
+
 // startFailingWith is startFailing with more of the node's options.
 func (o *overlay) startFailingWith(t *testing.T, h *lab.Host, opts lab.NodeOptions) string {
 	t.Helper()

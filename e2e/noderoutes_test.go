@@ -76,35 +76,11 @@ func (o *overlay) forwarded(n *lab.Node) [2]uint64 {
 	return [2]uint64{c["tx-packets"], c["rx-packets"]}
 }
 
-// started waits until n answers on its admin endpoint, which it serves
-// once it forwards, and returns its subnet.env. (WaitSubnet alone
-// returns at once for a node started again: its subnet.env is there
-// from the last run.)
-func (o *overlay) started(n *lab.Node) lease.SubnetEnv {
-	o.t.Helper()
-	o.within(30*time.Second, n.Host.Name+" up", func() error {
-		select {
-		case <-n.Done():
-			o.t.Fatalf("%s exited:\n%s", n.Host.Name, n.Log())
-		default:
-		}
-		_, err := n.Counters(o.ctx)
-		return err
-	})
-	env, err := lease.ReadSubnetEnv(n.SubnetFile)
-	if err != nil {
-		o.t.Fatal(err)
-	}
-	return env
-}
-
-// startAgain starts a node on h again, its log of this run only, and
-// waits until it is up.
+// startAgain starts a node on h again, its log of this run only.
 func (o *overlay) startAgain(h *lab.Host, args ...string) (*lab.Node, lease.SubnetEnv) {
 	o.t.Helper()
 	os.Remove(filepath.Join(o.dir, h.Name, "vxrouter.log"))
-	n, _ := o.start(h, args...)
-	return n, o.started(n)
+	return o.start(h, args...)
 }
 
 // fakePeer writes a lease for subnet at publicIP, as a node elsewhere
@@ -297,7 +273,10 @@ func TestUnderlayFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 		o.nodes = append(o.nodes, n)
-		env := o.started(n)
+		env, err := n.WaitSubnet(o.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if !strings.Contains(n.Log(), "iface="+dev) {
 			t.Errorf("%s: the node's underlay is not %s:\n%s", flags, dev, n.Log())
 		}
@@ -324,7 +303,8 @@ func TestUnderlayFlags(t *testing.T) {
 // flannel: the TUN device and FLANNEL_MTU get 50 less, the same as a
 // kernel-vxlan node's flannel.1, and pods with that MTU exchange full
 // packets both ways. A Backend.MTU above the underlay's is taken, with a
-// warning.
+// warning, and packets too big for the underlay fare as with the kernel's
+// vxlan.
 func TestBackendMTU(t *testing.T) {
 	o := newOverlay(t, `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","MTU":1400}}`)
 	v, k := o.host("v"), o.host("k")
@@ -354,8 +334,10 @@ func TestBackendMTU(t *testing.T) {
 	o.mustCarry(pk, pv)
 
 	// Too large for the underlay: taken, as flannel takes it, with a
-	// warning; the datagrams leave in IP fragments, as the kernel's
-	// vxlan's would, and full-size packets still cross.
+	// warning. As with the kernel's vxlan, a packet too big for the
+	// underlay that may be fragmented crosses in IP fragments; one that
+	// may not (DF) is answered "fragmentation needed" with the MTU that
+	// fits, which TCP's path MTU discovery goes by.
 	o.stop(nv)
 	if _, err := o.cli.Put(o.ctx, lease.DefaultPrefix+"/config", `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","MTU":9000}}`); err != nil {
 		t.Fatal(err)
@@ -371,7 +353,10 @@ func TestBackendMTU(t *testing.T) {
 	o.mustPing(pv, pw)
 	o.mustCarry(pv, pw)
 	o.mustCarry(pw, pv)
-	if out, err := pv.Run(o.ctx, "ping", "-c", "1", "-s", "8900", "-M", "do", pw.Addr.String()); err != nil {
-		t.Errorf("an 8928-byte packet did not cross: %v\n%s", err, out)
+	if out, err := pv.Run(o.ctx, "ping", "-c", "1", "-s", "8900", "-M", "dont", pw.Addr.String()); err != nil {
+		t.Errorf("an 8928-byte packet that may be fragmented did not cross: %v\n%s", err, out)
+	}
+	if out, err := pv.Run(o.ctx, "ping", "-c", "1", "-s", "8900", "-M", "do", pw.Addr.String()); err == nil || !strings.Contains(out, "mtu = 1450") && !strings.Contains(out, "mtu=1450") {
+		t.Errorf("an 8928-byte packet with DF: %v, want fragmentation needed with MTU 1450:\n%s", err, out)
 	}
 }

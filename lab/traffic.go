@@ -27,6 +27,12 @@ const trafficTimeout = 30 * time.Second
 // read exactly those bytes, in order. It returns how long the transfer
 // took, from the first write to dst's end of file.
 func (p *Pod) TCPTo(ctx context.Context, dst *Pod, port uint16, size int) (time.Duration, error) {
+	return p.TCPFromPort(ctx, 0, dst, port, size)
+}
+
+// TCPFromPort is TCPTo from local port lport (0: any), so that a test
+// knows a connection's whole 4-tuple.
+func (p *Pod) TCPFromPort(ctx context.Context, lport uint16, dst *Pod, port uint16, size int) (time.Duration, error) {
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{byte(size), byte(port)}).Read(data)
 	ctx, cancel := context.WithTimeout(ctx, trafficTimeout)
@@ -62,7 +68,7 @@ func (p *Pod) TCPTo(ctx context.Context, dst *Pod, port uint16, size int) (time.
 	}()
 	var conn net.Conn
 	if err := p.Do(func() (err error) {
-		d := net.Dialer{Timeout: 10 * time.Second}
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.Addr, lport))}
 		conn, err = d.DialContext(ctx, "tcp", to.String())
 		return err
 	}); err != nil {

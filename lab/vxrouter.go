@@ -24,6 +24,7 @@ type NodeOptions struct {
 	Etcd   string   // an etcd endpoint reachable from the host's namespace (unix:// works from any)
 	Dir    string   // the node's state directory; subnet.env and the log go in it too
 	Args   []string // more flags for `vxrouter run`
+	Env    []string // KEY=VALUE added to the caller's environment, e.g. another PATH
 	// Underlay is the flags that choose the underlay interface (--iface,
 	// --iface-regex, --iface-can-reach, --public-ip); default
 	// "--iface eth0".
@@ -43,10 +44,11 @@ type Node struct {
 	// AdminSocket is the node's admin endpoint (see Counters and Peers).
 	AdminSocket string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // set before done closes
-	once sync.Once
+	cmd     *exec.Cmd
+	started time.Time // just before the process started
+	done    chan struct{}
+	err     error // set before done closes
+	once    sync.Once
 }
 
 // StartVXRouter starts `vxrouter run` in the host's namespace, with the
@@ -81,10 +83,14 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	)
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
+	if len(o.Env) > 0 {
+		n.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if o.Detach {
 		n.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
+	n.started = time.Now()
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start vxrouter in %s: %w", h.NS, err)
@@ -104,13 +110,17 @@ func (n *Node) Pid() int { return n.cmd.Process.Pid }
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // WaitSubnet waits until the node has written its subnet.env, and returns
-// it. It fails early, with the node's log, if the process exits.
+// it. It fails early, with the node's log, if the process exits. A file
+// from before the node started (a restart in the same directory) does not
+// count: the node writes its own once it is up.
 func (n *Node) WaitSubnet(ctx context.Context) (lease.SubnetEnv, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if env, err := lease.ReadSubnetEnv(n.SubnetFile); err == nil {
-			return env, nil
+		if fi, err := os.Stat(n.SubnetFile); err == nil && !fi.ModTime().Before(n.started) {
+			if env, err := lease.ReadSubnetEnv(n.SubnetFile); err == nil {
+				return env, nil
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -54,6 +54,9 @@ type Config struct {
 	SubnetMin netip.Addr // default: second subnet
 	SubnetMax netip.Addr // default: last subnet
 	Backend   Backend
+	// EnableNFTables makes --ip-masq write its rules with nftables
+	// instead of iptables, as in flannel.
+	EnableNFTables bool
 }
 
 // configJSON mirrors flannel's field names (encoding/json matches them
@@ -63,12 +66,13 @@ type Config struct {
 // as flannel ignores the ones it does not know; backendJSON lists the
 // vxlan options flannel has and vxrouter does not do, to refuse them.
 type configJSON struct {
-	EnableIPv4 *bool
-	Network    *string
-	SubnetLen  *int
-	SubnetMin  *string
-	SubnetMax  *string
-	Backend    *backendJSON
+	EnableIPv4     *bool
+	Network        *string
+	SubnetLen      *int
+	SubnetMin      *string
+	SubnetMax      *string
+	Backend        *backendJSON
+	EnableNFTables bool
 }
 
 type backendJSON struct {
@@ -114,7 +118,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	if j.EnableIPv4 != nil && !*j.EnableIPv4 {
 		return nil, errors.New(`config: EnableIPv4 is false, but vxrouter carries flannel's IPv4 Network only; remove "EnableIPv4":false`)
 	}
-	c := &Config{}
+	c := &Config{EnableNFTables: j.EnableNFTables}
 
 	if j.Network == nil || *j.Network == "" {
 		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
@@ -277,10 +281,13 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		SubnetMin string `json:",omitempty"`
 		SubnetMax string `json:",omitempty"`
 		Backend   backendOut
+		// Left out when false, as flannel's configs usually have it.
+		EnableNFTables bool `json:",omitempty"`
 	}{
-		Network:   c.Network.String(),
-		SubnetLen: c.SubnetLen,
-		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU, DirectRouting: c.Backend.DirectRouting},
+		Network:        c.Network.String(),
+		SubnetLen:      c.SubnetLen,
+		Backend:        backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU, DirectRouting: c.Backend.DirectRouting},
+		EnableNFTables: c.EnableNFTables,
 	}
 	if c.SubnetMin.IsValid() {
 		out.SubnetMin = c.SubnetMin.String()

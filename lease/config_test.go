@@ -154,8 +154,31 @@ func TestConfigMarshalRoundTrip(t *testing.T) {
 		t.Fatalf("round trip with VNI 0 and MTU = %+v, %v; want %+v", c2, err, c)
 	}
 
+	c.EnableNFTables = true
+	b, _ = c.MarshalJSON()
+	if want := `"EnableNFTables":true`; !strings.Contains(string(b), want) {
+		t.Fatalf("MarshalJSON = %s, want it to contain %s", b, want)
+	}
+	if c2, err := ParseConfig(b); err != nil || *c2 != *c {
+		t.Fatalf("round trip with EnableNFTables = %+v, %v; want %+v", c2, err, c)
+	}
+
 	if _, err := (&Config{}).MarshalJSON(); err == nil {
 		t.Fatal("MarshalJSON of a config without Network succeeded")
+	}
+}
+
+// EnableNFTables is flannel's: --ip-masq writes its rules with nftables.
+func TestParseConfigEnableNFTables(t *testing.T) {
+	c := mustConfig(t, `{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}`)
+	if !c.EnableNFTables {
+		t.Fatal("EnableNFTables not read")
+	}
+	if c := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`); c.EnableNFTables {
+		t.Fatal("EnableNFTables set without the key")
+	}
+	if _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableNFTables":"yes","Backend":{"Type":"vxlan"}}`)); err == nil || !strings.Contains(err.Error(), "EnableNFTables") {
+		t.Fatalf("EnableNFTables \"yes\": %v", err)
 	}
 }
 

@@ -19,7 +19,10 @@ import (
 // A capture writes what the forwarder sends to peers and accepts from them
 // to a pcap file, as the frames would look on the underlay (outer
 // Ethernet, IPv4 and UDP rebuilt around the VXLAN payload), so Wireshark
-// and tshark decode it: `tshark -r FILE -d udp.port==8472,vxlan`.
+// and tshark decode it: `tshark -r FILE -d udp.port==8472,vxlan`. The
+// rebuilt headers give what the node sent the VXLAN port as its source
+// port; on the wire, flow entropy sends it from its flow's port of the
+// source pool (--src-port-range), which the forwarder does not report.
 //
 // The forwarding loops only copy each datagram into a queue; a goroutine
 // of the capture builds the outer headers and writes. When the queue is

@@ -27,8 +27,10 @@ func overlayMTU(backendMTU int, u underlayLink, log *slog.Logger) (int, error) {
 			mtu, backendMTU, lease.BackendMTUOverhead, lease.MinMTU)
 	}
 	if backendMTU > u.MTU {
-		// flannel takes it as it is too, and so does the kernel's vxlan.
-		log.Warn("Backend.MTU is more than the underlay interface's: datagrams longer than the interface's MTU leave it in IP fragments",
+		// flannel takes it as it is too, and so does the kernel's vxlan;
+		// the forwarder then treats a packet too big for the underlay
+		// as the kernel's vxlan treats it.
+		log.Warn("Backend.MTU is more than the underlay interface's: packets too big for the interface leave in IP fragments, or are answered \"fragmentation needed\" if they have DF set",
 			"backend-mtu", backendMTU, "iface", u.Name, "iface-mtu", u.MTU, "overlay-mtu", mtu)
 	}
 	return mtu, nil

@@ -20,6 +20,7 @@ import (
 
 	"vxrouter/encap"
 	"vxrouter/lease"
+	"vxrouter/masq"
 	"vxrouter/route"
 	"vxrouter/tunnel"
 )
@@ -68,11 +69,29 @@ type Config struct {
 	// latency; 0 sleeps at once. The water backend's TUN side ignores
 	// it. `vxrouter run` defaults to DefaultPollYields.
 	PollYields int
+	// SourcePorts is the range the outer UDP source port is picked from,
+	// per inner flow (flow entropy); the zero value is the host's
+	// ephemeral range, as Linux's vxlan does. FixedSourcePort sends every
+	// datagram from the VXLAN port instead.
+	SourcePorts     tunnel.PortRange
+	FixedSourcePort bool
+	// NoSourceCheck delivers datagrams from a peer whatever their inner
+	// source address; by default one whose source is not in the peer's
+	// subnet is dropped (route.Forwarder.CheckSources).
+	NoSourceCheck bool
 	// FullChecksums computes every inner TCP and UDP checksum, even for
 	// peers that take them pending, and does not say in the lease that
 	// this node takes them pending (lease.Attrs.PartialCsum).
 	FullChecksums bool
-	Log           *slog.Logger
+	// IPMasq writes flannel's masquerading rules (package masq) for
+	// traffic leaving the overlay, and says so in subnet.env.
+	// IPMasqRandomFullyDisable never asks for fully random ports;
+	// IPTablesResync is how often the rules are checked (default
+	// masq.DefaultResync).
+	IPMasq                   bool
+	IPMasqRandomFullyDisable bool
+	IPTablesResync           time.Duration
+	Log                      *slog.Logger
 }
 
 // Node is a running node. Its fields are fixed once Start returns.
@@ -90,6 +109,7 @@ type Node struct {
 	table  *route.Table
 	fwd    *route.Forwarder
 	capt   captures
+	masq   *masq.Masq // nil without --ip-masq
 	direct *directRoutes
 }
 
@@ -168,6 +188,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.mtu, err = overlayMTU(n.overlay.Backend.MTU, n.underlay, n.log); err != nil {
 		return nil, err
 	}
+	if err := n.prepareMasq(); err != nil {
+		return nil, err
+	}
 
 	vni := uint32(n.overlay.Backend.VNI)
 	if n.table, err = route.NewTable(vni, n.vtep); err != nil {
@@ -191,7 +214,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			d.Close()
 		}
 	}
-	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), tunnel.UDPOptions{Yields: cfg.PollYields})
+	uo := tunnel.UDPOptions{Yields: cfg.PollYields, SourcePool: tunnel.DefaultSourcePool, SourcePorts: cfg.SourcePorts}
+	if cfg.FixedSourcePort {
+		uo.SourcePool = 0
+	}
+	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), uo)
 	if err != nil {
 		closeDevs()
 		return nil, fmt.Errorf("underlay socket: %w", err)
@@ -205,6 +232,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			q.Dev.Close()
 			q.Underlay.Close()
 		}
+		n.removeMasq()
 	}
 	// The lease comes last of what can fail locally: a node that cannot
 	// open its device or bind its port must not leave a lease behind that
@@ -231,6 +259,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		closeAll()
 		return nil, err
 	}
+	// Before subnet.env: CNI reads FLANNEL_IPMASQ=true as "the node
+	// masquerades", and turns its bridge's own masquerading off.
+	if err := n.writeMasq(); err != nil {
+		closeAll()
+		return nil, err
+	}
 	tun, err := netlink.LinkByName(dev.Name())
 	if err != nil {
 		closeAll()
@@ -238,12 +272,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.direct = newDirectRoutes(n.overlay.Backend.DirectRouting, netlinkRoutes{}, tun.Attrs().Index, n.log)
 	gso, gro := uls[0].Offloads()
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "direct-routing", n.overlay.Backend.DirectRouting)
+	srcPorts := "fixed"
+	if !cfg.FixedSourcePort {
+		srcPorts = fmt.Sprintf("%d ports of %s", len(uls[0].SourcePorts()), cfg.SourcePorts)
+	}
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts, "direct-routing", n.overlay.Backend.DirectRouting)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
+	n.fwd.CheckSources(!cfg.NoSourceCheck)
+	// The largest inner packet is what the underlay carries, whatever the
+	// TUN MTU is.
+	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), netip.Addr{}, min(n.mtu, n.underlay.MTU-encap.OverheadIPv4))
 	env := lease.SubnetEnv{
 		Network: n.overlay.Network,
 		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
 		MTU:     n.mtu,
+		IPMasq:  n.masq != nil,
 	}
 	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
 		closeAll()
@@ -290,7 +333,12 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				// The first error is what Run reports; a second one,
+				// racing it, must not block this goroutine forever.
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
 			}
 			cancel()
 		}()
@@ -299,6 +347,9 @@ func (n *Node) Run(ctx context.Context) error {
 	run("forwarder", n.fwd.Run)
 	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
+	if n.masq != nil {
+		run("ip masquerade", n.keepMasq)
+	}
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
 	})
@@ -403,3 +454,37 @@ const DefaultCaptureLimit = 64 << 20
 // TCP stream 6-12% more and UDP floods 15-30% more than 0, for about
 // 0.05-0.1 ms more round trip at the median.
 const DefaultPollYields = 3
+
+// answerSource is the address the node's ICMP answers come from: the
+// overlay network's first address, which flannel never hands out (the
+// first subnet is skipped unless SubnetMin says otherwise), or, if this
+// node's subnet holds it, the first address of the subnet after. Not the
+// TUN device's own address: a packet from a local address arriving on
+// the TUN device is a martian to the node's kernel, which drops it.
+func answerSource(network, own netip.Prefix) netip.Addr {
+	a := network.Addr()
+	if !own.Contains(a) {
+		return a
+	}
+	// own's first address plus its size: add 1 at bit (len - bits).
+	b := own.Masked().Addr().As16()
+	bit := 128 - (own.Addr().BitLen() - own.Bits())
+	for i := (bit - 1) / 8; i >= 0; i-- {
+		inc := byte(1)
+		if i == (bit-1)/8 {
+			inc = 1 << (7 - (bit-1)%8)
+		}
+		b[i] += inc
+		if b[i] >= inc { // no carry
+			break
+		}
+	}
+	next := netip.AddrFrom16(b)
+	if a.Is4() {
+		next = next.Unmap()
+	}
+	if !network.Contains(next) {
+		return netip.Addr{} // own is the network's last subnet and holds its first address: answer nothing
+	}
+	return next
+}

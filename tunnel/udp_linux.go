@@ -62,6 +62,12 @@ type UDPOptions struct {
 	// before it parks: more throughput under load, at some latency; 0
 	// parks at once. See waitRead.
 	Yields int
+	// SourcePool, when more than 0, has WriteFlows send from that many
+	// sockets bound to ports of SourcePorts (the zero PortRange: the
+	// host's ephemeral range), one per inner flow, instead of from the
+	// socket's own port (see srcports_linux.go). Write is unchanged.
+	SourcePool  int
+	SourcePorts PortRange
 }
 
 // UDP is the underlay socket: one UDP socket read with recvmmsg and written
@@ -100,6 +106,11 @@ type UDP struct {
 
 	wmu sync.Mutex
 	w   writer
+
+	// pool sends WriteFlows' datagrams, one socket per flow's hash; gw
+	// is its scratch.
+	pool []*UDP
+	gw   flowGroups
 
 	closeOnce sync.Once
 }
@@ -226,6 +237,12 @@ func ListenUDPOptions(addr netip.AddrPort, o UDPOptions) (*UDP, error) {
 	})
 	u.r.init(u.gro)
 	u.w.init()
+	if o.SourcePool > 0 {
+		if err := u.openSourcePool(o.SourcePool, o.SourcePorts, o); err != nil {
+			u.Close()
+			return nil, err
+		}
+	}
 	return u, nil
 }
 
@@ -806,6 +823,7 @@ func (u *UDP) Close() error {
 	var err error
 	u.closeOnce.Do(func() {
 		u.closed.Store(true)
+		u.closePool()
 		if cerr := u.conn.Close(); cerr != nil {
 			err = fmt.Errorf("close udp %s: %w", u.local, cerr)
 		}

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Traffic of the kinds users send, for checking that an overlay carries
@@ -110,6 +112,13 @@ func (p *Pod) UDPTo(ctx context.Context, dst *Pod, port uint16, count, size int)
 		return 0, fmt.Errorf("udp %s -> %s: listen: %w", p.Addr, to, err)
 	}
 	defer rc.Close()
+	// Room for every datagram: on a loaded machine the reading goroutine
+	// can be kept off the CPU for milliseconds, and the default buffer
+	// (~200 KB of kernel memory, ~90 datagrams of 1200 bytes) would drop
+	// what the path carried. Root may go past net.core.rmem_max.
+	if err := forceRcvBuf(rc, 2*count*(size+1024)); err != nil {
+		return 0, fmt.Errorf("udp %s -> %s: %w", p.Addr, to, err)
+	}
 	if err := p.Do(func() (err error) {
 		sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(to))
 		return err
@@ -157,4 +166,18 @@ func (p *Pod) UDPTo(ctx context.Context, dst *Pod, port uint16, count, size int)
 	// timeout.
 	rc.SetReadDeadline(time.Now().Add(2 * time.Second))
 	return <-done, nil
+}
+
+// forceRcvBuf sets c's receive buffer to n bytes, past net.core.rmem_max
+// where the process may (CAP_NET_ADMIN), else as far as it allows.
+func forceRcvBuf(c *net.UDPConn, n int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return raw.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		}
+	})
 }

@@ -449,11 +449,16 @@ const (
 // (--capture-limit, the admin endpoint's &limit=).
 const DefaultCaptureLimit = 64 << 20
 
-// DefaultPollYields is `vxrouter run`'s --poll-yields: measured with
-// `vxrouter bench --scenarios vxrouter-offload` on a 2-CPU VM, 3 gave one
-// TCP stream 6-12% more and UDP floods 15-30% more than 0, for about
-// 0.05-0.1 ms more round trip at the median.
-const DefaultPollYields = 3
+// DefaultPollYields is `vxrouter run`'s --poll-yields. 0: a loop that
+// finds nothing sleeps at once. Yielding first (3) gave one TCP stream
+// 6-12% more on an idle 2-CPU VM (an earlier measurement), but each yield
+// hands the CPU to whatever else runs while the loop keeps Go's only P,
+// and on a machine with other work that costs more than it gains:
+// `vxrouter bench --scenarios vxrouter-offload --tests tcp1,latency
+// --run-arg=--poll-yields=0|3`, three alternated pairs on a loaded 2-CPU
+// VM (2026-12-06): one stream 4.68/4.93/5.08 against 4.27/4.49/4.83
+// Gbit/s, round trip p50 0.080-0.082 against 0.117-0.127 ms.
+const DefaultPollYields = 0
 
 // answerSource is the address the node's ICMP answers come from: the
 // overlay network's first address, which flannel never hands out (the

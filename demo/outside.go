@@ -1,10 +1,8 @@
 package demo
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 )
 
@@ -16,25 +14,11 @@ const (
 	masqChain  = "FLANNEL-POSTRTG"
 )
 
-// hasIPMasq reports whether bin's `run` has --ip-masq. It is asked, not
-// assumed, because the flag came in a change of its own: a build without
-// it runs every other step and says why it skips this one.
-func hasIPMasq(bin string) bool {
-	out, _ := exec.Command(bin, "run", "--help").CombinedOutput()
-	return bytes.Contains(out, []byte(ipMasqFlag+" "))
-}
-
 // toOutside pings, from the first node's pod, a host on the node network
 // that is no node and knows no pod route, and shows the masquerade rule
 // that makes the answer come back: its counter, and the echo request on
 // both sides of the node, before and after the rewrite of its source.
 func (r *run) toOutside() error {
-	if !r.ipMasq {
-		r.p("   (skipped: this build's `vxrouter run` has no %s, which writes the", ipMasqFlag)
-		r.p("   masquerade rules this step shows. `vxrouter explain --to-outside` follows")
-		r.p("   the same packet offline, byte by byte.)")
-		return nil
-	}
 	a := r.nodes[0]
 	h, err := r.lab.AddHost("outside")
 	if err != nil {
@@ -42,14 +26,15 @@ func (r *run) toOutside() error {
 	}
 	r.outside = h
 	dst := h.Underlay.String()
-	r.p("   Host %q (netns %s, eth0 %s) is on the node network but is", h.Name, h.NS, dst)
-	r.p("   no node: it knows no route to the pod network %s.", r.o.Network)
+	r.p("   Host %q (netns %s, eth0 %s) is on the node network", h.Name, h.NS, dst)
+	r.p("   but is no node: it knows no route to the pod network %s.", r.o.Network)
 	r.cmd(h, "ip", "route")
-	r.p("   A packet from pod %s could reach it, but the answer could not find", a.pod.Addr)
-	r.p("   its way back. So the nodes run with %s, and each has flannel's chain in", ipMasqFlag)
-	r.p("   nat POSTROUTING, which hands what leaves the pod network to MASQUERADE:")
-	r.p("   the node rewrites the source to the address of the device the packet leaves by.")
-	if _, err := r.cmd(a.Host, "iptables", "-w", "5", "-t", "nat", "-S", masqChain); err != nil {
+	r.p("   A packet from pod %s could reach it, but the answer could not", a.pod.Addr)
+	r.p("   find its way back. So the nodes run with %s: each has flannel's", ipMasqFlag)
+	r.p("   chain in nat POSTROUTING, which hands what leaves the pod network to")
+	r.p("   MASQUERADE: the node rewrites the source to the address of the device")
+	r.p("   the packet leaves by.")
+	if _, err := r.iptables(a.Host, "-t", "nat", "-S", masqChain); err != nil {
 		r.fail("%s has no chain %s: %v", a.name(), masqChain, err)
 		return nil
 	}
@@ -70,7 +55,7 @@ func (r *run) toOutside() error {
 		inside.stop()
 		return err
 	}
-	r.p("   (tcpdump listens on %s's %s, the pod's veth, and eth0, the node network's)", a.name(), veth)
+	r.p("   (tcpdump listens on %s's %s, the pod's veth, and on its eth0)", a.name(), veth)
 	res, err := pingUntilUp(r.ctx, a.pod, h.Underlay)
 	if err != nil || res.Received < res.Sent || res.Sent == 0 {
 		r.fail("ping %s -> %s: %d/%d replies (%v)", a.pod.Addr, dst, res.Received, res.Sent, err)
@@ -116,15 +101,16 @@ func (r *run) toOutside() error {
 		r.fail("the MASQUERADE rule of %s did not count the ping", masqChain)
 		return nil
 	}
-	r.p("   The MASQUERADE rule for %s counted %d more packet(s): one per ping run", r.o.Network)
-	r.p("   (each has its own echo id), not one per echo. The nat table sees only")
-	r.p("   the first packet of a connection; conntrack rewrites the rest, and the")
-	r.p("   replies, from what it remembers:")
+	r.p("   The MASQUERADE rule for %s counted %d more packet(s), one", r.o.Network, moved)
+	r.p("   per ping run (each has its own echo id), not one per echo. The nat table")
+	r.p("   sees only the first packet of a connection; conntrack rewrites the rest,")
+	r.p("   and the replies, from what it remembers:")
 	for _, l := range r.conntrack(a.Host, "icmp", "src="+a.pod.Addr.String(), "dst="+dst) {
 		r.p("      %s", l)
 	}
-	r.p("   The reply tuple (src=%s dst=%s) is what comes back; conntrack turns its", dst, a.Host.Underlay)
-	r.p("   destination back into %s in PREROUTING, before %s routes it to cni0.", a.pod.Addr, a.name())
+	r.p("   The reply tuple (src=%s dst=%s) is what comes back; conntrack", dst, a.Host.Underlay)
+	r.p("   turns its destination back into %s in PREROUTING, before %s", a.pod.Addr, a.name())
+	r.p("   routes it to cni0.")
 	return nil
 }
 

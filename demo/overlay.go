@@ -25,11 +25,11 @@ import (
 func (r *run) networks() error {
 	o := r.o
 	r.p("   A Kubernetes cluster has three networks; this one has them too:")
-	r.p("     node network     %-16s the hosts' eth0, on one bridge: the underlay", lab.DefaultUnderlay)
-	r.p("     pod network      %-16s the overlay: each node leases a /24 of it in", o.Network)
-	r.p("                                       etcd and gives its pods addresses from it")
-	r.p("     service network  %-16s Services' ClusterIPs: bound to no device,", o.ServiceNetwork)
-	r.p("                                       they exist only in kube-proxy's nat rules")
+	r.p("   node network     %-15s the hosts' eth0 on one bridge: the underlay", lab.DefaultUnderlay)
+	r.p("   pod network      %-15s the overlay: each node leases a /24 of it", o.Network)
+	r.p("                                    in etcd and gives its pods addresses in it")
+	r.p("   service network  %-15s Services' ClusterIPs: on no device, only", o.ServiceNetwork)
+	r.p("                                    in kube-proxy's nat rules")
 	r.p("   A packet from pod to pod crosses the node network inside VXLAN; one to the")
 	r.p("   outside leaves with its node's address (masquerade); one to a ClusterIP is")
 	r.p("   rewritten to a pod's address (DNAT) before its node routes it.")
@@ -109,14 +109,11 @@ func (r *run) underlay() error {
 	return nil
 }
 
-// nodeArgs are the flags of every `vxrouter run`: the user's, and
-// --ip-masq where this build has it.
+// nodeArgs are the flags of every `vxrouter run`: --ip-masq, as flannel
+// runs in most clusters (the step to the outside shows its rule), and the
+// user's.
 func (r *run) nodeArgs() []string {
-	args := append([]string(nil), r.o.RunArgs...)
-	if r.ipMasq {
-		args = append(args, ipMasqFlag)
-	}
-	return args
+	return append([]string{ipMasqFlag}, r.o.RunArgs...)
 }
 
 func (r *run) startNodes() error {

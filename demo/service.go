@@ -138,7 +138,7 @@ func (r *run) toService() error {
 	if err != nil {
 		return err
 	}
-	r.p("   Service default/web, ClusterIP %s port %d, selects two pods serving on %d:", ip, servicePort, targetPort)
+	r.p("   Service default/web: ClusterIP %s, port %d, to port %d of", ip, servicePort, targetPort)
 	for _, b := range backends {
 		r.p("     %-6s %-15s on %s", b.name, b.pod.Addr, b.node.name())
 	}
@@ -196,16 +196,17 @@ func (r *run) toService() error {
 		}
 		r.indent("      ", strings.Join(lines, "\n"))
 	}
-	r.p("   %s answered; it saw the connection come from %s: the client's own", first.backend, first.saw)
-	r.p("   address, only the destination was rewritten. %s's conntrack entry:", client.name())
+	r.p("   %s answered. It saw the connection come from %s,", first.backend, first.saw)
+	r.p("   the client's own address: only the destination was rewritten.")
+	r.p("   %s's conntrack entry:", client.name())
 	local := strconv.Itoa(int(first.local.Port()))
 	for _, l := range r.conntrack(client.Host, "dst="+ip.String(), "sport="+local) {
 		r.p("      %s", l)
 	}
-	r.p("   The second tuple is the reply conntrack expects, from the backend; when it")
-	r.p("   comes back over the overlay, %s rewrites its source back to %s", client.name(), vip)
-	r.p("   (in POSTROUTING, on the way to cni0), so the pod sees its answer come from")
-	r.p("   the address it connected to.")
+	r.p("   The second tuple is the reply conntrack expects, from the backend; when")
+	r.p("   it comes back over the overlay, %s rewrites its source back to", client.name())
+	r.p("   %s (in POSTROUTING, on the way to cni0), so the pod sees its", vip)
+	r.p("   answer come from the address it connected to.")
 
 	tally := map[string]int{first.backend: 1}
 	for i := 1; i < connections; i++ {
@@ -233,7 +234,7 @@ func (r *run) toService() error {
 				counted = c.packets
 			}
 		}
-		r.p("   %s answered %2d connections; the rule jumping to %s counted %d", b.name, tally[b.name], sep, counted)
+		r.p("   %s answered %2d; its rule, -j %s, counted %d", b.name, tally[b.name], sep, counted)
 		if counted != uint64(tally[b.name]) {
 			mismatch = append(mismatch, fmt.Sprintf("%s answered %d, counted %d", b.name, tally[b.name], counted))
 		}

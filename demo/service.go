@@ -165,7 +165,7 @@ func (r *run) toService() error {
 		// bridge runs nat PREROUTING before cni0 sees the packet.
 		{client.pod.HostDev, syn + " and dst port " + strconv.Itoa(servicePort), "on " + client.pod.HostDev + ", the pod's veth, as the pod sent it"},
 		{"vxr0", syn + " and dst port " + strconv.Itoa(targetPort), "on vxr0, after DNAT and routing"},
-		{"eth0", "udp dst port 8472", "on eth0, inside VXLAN, to the backend's node"},
+		{"eth0", "udp dst port 8472 and src host " + client.Host.Underlay.String(), "on eth0, inside VXLAN, to the backend's node"},
 	}
 	var started []*capture
 	for _, c := range caps {

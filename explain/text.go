@@ -375,7 +375,7 @@ func (j *Journey) seeIt(p *printer) error {
 	if o.Port == 4789 {
 		decode = "Wireshark decodes VXLAN on UDP port 4789 by itself; tshark's -d only says it again."
 	}
-	p.para("The capture has two Ethernet packets: 1, the pod's frame on its veth (step 1), and 2, the frame on the underlay (step 5). %s `vxrouter demo` (as root) builds a real two-node overlay in network namespaces and pings across it.", decode)
+	p.para("The capture has two Ethernet packets: 1, the pod's frame on its veth (step 1), and 2, the frame on the underlay (step 5). %s `vxrouter demo` (as root) builds a real overlay in network namespaces and sends packets across it; `--service` and `--to-outside` follow the other two journeys of a pod's packet, to a Service and out of the cluster.", decode)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"vxrouter/encap"
+	"vxrouter/route"
 	"vxrouter/lease"
 )
 
@@ -69,6 +70,10 @@ type Journey struct {
 	srcNIC, dstNIC net.HardwareAddr // the nodes' underlay interfaces (made up)
 
 	leaseKey, leaseValue string // node B's lease as flannel stores it in etcd
+
+	// srcPort is the outer UDP source port: picked by the inner flow's
+	// hash (flow entropy), see step 5.
+	srcPort uint16
 
 	pkt ipPacket // the pod's packet, but for its TTL; after DNAT to a Service
 
@@ -142,6 +147,7 @@ func Walk(o Options) (*Journey, error) {
 	}
 	j.frames.Payload = payload
 
+	j.srcPort = entropyPort(j.frames.TUN)
 	if j.frames.Wire, err = j.outerFrame(payload); err != nil {
 		return nil, fmt.Errorf("build the frame on the wire: %w", err)
 	}
@@ -208,7 +214,7 @@ func (j *Journey) outerFrame(payload []byte) ([]byte, error) {
 		Version: 4, IHL: 5, TTL: outerTTL, Id: outerIPID, Flags: layers.IPv4DontFragment,
 		Protocol: layers.IPProtocolUDP, SrcIP: o.SrcNode.AsSlice(), DstIP: o.DstNode.AsSlice(),
 	}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(o.Port), DstPort: layers.UDPPort(o.Port)}
+	udp := &layers.UDP{SrcPort: layers.UDPPort(j.srcPort), DstPort: layers.UDPPort(o.Port)}
 	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err
 	}
@@ -306,4 +312,16 @@ func payloadBytes(n int) []byte {
 		b[i] = payloadText[i%len(payloadText)]
 	}
 	return b
+}
+
+// Linux's default ip_local_port_range, the ports flow entropy picks from.
+const entropyLo, entropyHi = 32768, 60999
+
+// entropyPort is the outer source port of the inner packet pkt's flow,
+// picked as Linux's vxlan picks one (udp_flow_src_port: the flow's hash
+// scaled into the range) from vxrouter's flow hash. A real node sends
+// from one of its 32 sockets on ports of the range (route.PacketFlow
+// picks which), so its port differs; the idea is the same.
+func entropyPort(pkt []byte) uint16 {
+	return uint16(entropyLo + uint64(route.PacketFlow(pkt))*(entropyHi-entropyLo+1)>>32)
 }

@@ -239,8 +239,8 @@ func (j *Journey) step4(p *printer) error {
 func (j *Journey) step5(p *printer) error {
 	o := j.o
 	p.heading("5. Node A's kernel adds UDP, IPv4 and Ethernet", '-')
-	p.para("vxrouter sends the %d bytes on its UDP socket to %s port %d, in one sendmmsg call with other datagrams when there are more. Everything outside the UDP payload is the kernel's work: a UDP header, an IPv4 header, and an Ethernet header for the next hop. On the wire they come first; offsets count from the start of the frame:",
-		len(j.frames.Payload), o.DstNode, o.Port)
+	p.para("vxrouter sends the %d bytes to %s port %d, in one sendmmsg call with other datagrams when there are more, from a source port picked by the hash of the inner flow (flow entropy, RFC 7348: ECMP and the receiver's NIC spread an overlay's flows by it, and every packet of this flow leaves from the same port; here %d, as Linux's vxlan would pick it from ip_local_port_range, %d-%d). Everything outside the UDP payload is the kernel's work: a UDP header, an IPv4 header, and an Ethernet header for the next hop. On the wire they come first; offsets count from the start of the frame:",
+		len(j.frames.Payload), o.DstNode, o.Port, j.srcPort, entropyLo, entropyHi)
 
 	wire := gopacket.NewPacket(j.frames.Wire, layers.LayerTypeEthernet, gopacket.Default)
 	eth, ok1 := wire.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)

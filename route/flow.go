@@ -34,11 +34,11 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// packetFlow is FlowHash of an IP packet read from the TUN device
-// (destination has checked its fixed header). A fragment after the
+// PacketFlow is FlowHash of an IP packet read from the TUN device (its
+// fixed IP header must be there: the forwarder has checked it). A fragment after the
 // first, or a packet too short for its ports, hashes by addresses and
 // protocol alone; IPv6 extension headers are not followed.
-func packetFlow(pkt []byte) uint32 {
+func PacketFlow(pkt []byte) uint32 {
 	var src, dst netip.Addr
 	var proto uint8
 	var l4 []byte

@@ -389,7 +389,7 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		out = append(out, frame)
 		to = append(to, p.Addr)
 		if flows != nil {
-			flows = append(flows, packetFlow(pkt))
+			flows = append(flows, PacketFlow(pkt))
 		}
 	}
 	return out, to, flows, answers

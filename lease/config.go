@@ -47,13 +47,16 @@ type Backend struct {
 	DirectRouting bool
 }
 
-// Config is flannel's network config, stored at <prefix>/config.
+// Config is flannel's network config, stored at <prefix>/config. A
+// family the config leaves off (EnableIPv4 false, EnableIPv6 not true) has
+// an invalid Network or IPv6Network and zero bounds; see config6.go.
 type Config struct {
-	Network   netip.Prefix
-	SubnetLen int        // default 24, or Network.Bits()+2 for networks smaller than /22
-	SubnetMin netip.Addr // default: second subnet
-	SubnetMax netip.Addr // default: last subnet
-	Backend   Backend
+	Network   netip.Prefix // IPv4; invalid with "EnableIPv4":false
+	SubnetLen int          // default 24, or Network.Bits()+2 for networks smaller than /22
+	SubnetMin netip.Addr   // default: second subnet
+	SubnetMax netip.Addr   // default: last subnet
+	IPv6Config
+	Backend Backend
 	// EnableNFTables makes --ip-masq write its rules with nftables
 	// instead of iptables, as in flannel.
 	EnableNFTables bool
@@ -66,11 +69,12 @@ type Config struct {
 // as flannel ignores the ones it does not know; backendJSON lists the
 // vxlan options flannel has and vxrouter does not do, to refuse them.
 type configJSON struct {
-	EnableIPv4     *bool
-	Network        *string
-	SubnetLen      *int
-	SubnetMin      *string
-	SubnetMax      *string
+	EnableIPv4 *bool
+	Network    *string
+	SubnetLen  *int
+	SubnetMin  *string
+	SubnetMax  *string
+	ipv6ConfigJSON
 	Backend        *backendJSON
 	EnableNFTables bool
 }
@@ -115,61 +119,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("config: not valid flannel config JSON: %w", err)
 	}
-	if j.EnableIPv4 != nil && !*j.EnableIPv4 {
-		return nil, errors.New(`config: EnableIPv4 is false, but vxrouter carries flannel's IPv4 Network only; remove "EnableIPv4":false`)
-	}
 	c := &Config{EnableNFTables: j.EnableNFTables}
-
-	if j.Network == nil || *j.Network == "" {
-		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
-	}
-	network, err := netip.ParsePrefix(*j.Network)
-	if err != nil {
-		return nil, fmt.Errorf(`config: Network %q is not a CIDR (want e.g. "172.16.0.0/16")`, *j.Network)
-	}
-	if !network.Addr().Is4() {
-		return nil, fmt.Errorf("config: Network %q is not IPv4 (vxrouter carries flannel's IPv4 Network only)", *j.Network)
-	}
-	// flannel parses Network with net.ParseCIDR, which drops host bits; do
-	// the same so a config flannel accepts is accepted here.
-	c.Network = network.Masked()
-	bits := c.Network.Bits()
-
-	switch {
-	case j.SubnetLen == nil || *j.SubnetLen == 0:
-		// flannel's rule: a /24 per node when the network holds at least
-		// four of them, otherwise a quarter of the network.
-		switch {
-		case bits > 28:
-			return nil, fmt.Errorf("config: Network %s is too small: it must be /28 or larger to hold four subnets", c.Network)
-		case bits <= 22:
-			c.SubnetLen = 24
-		default:
-			c.SubnetLen = bits + 2
-		}
-	case *j.SubnetLen < 0:
-		return nil, fmt.Errorf("config: SubnetLen %d is negative (leave it out for the default)", *j.SubnetLen)
-	case *j.SubnetLen > 30:
-		return nil, fmt.Errorf("config: SubnetLen %d is longer than 30: each subnet needs room for a bridge and hosts", *j.SubnetLen)
-	case *j.SubnetLen < bits+2:
-		return nil, fmt.Errorf("config: SubnetLen %d is too short for Network %s: it must be at least %d so the network holds four subnets", *j.SubnetLen, c.Network, bits+2)
-	default:
-		c.SubnetLen = *j.SubnetLen
-	}
-
-	size := subnetSize(c.SubnetLen)
-	first := u32(c.Network.Addr())
-	last := first + uint32(uint64(1)<<(32-bits)-1)
-	c.SubnetMin = addr4(first + size)
-	c.SubnetMax = addr4(last - size + 1)
-	if c.SubnetMin, err = c.bound("SubnetMin", j.SubnetMin, c.SubnetMin); err != nil {
+	if err := c.parseFamilies(&j); err != nil {
 		return nil, err
-	}
-	if c.SubnetMax, err = c.bound("SubnetMax", j.SubnetMax, c.SubnetMax); err != nil {
-		return nil, err
-	}
-	if c.SubnetMin.Compare(c.SubnetMax) > 0 {
-		return nil, fmt.Errorf("config: SubnetMin %s is above SubnetMax %s", c.SubnetMin, c.SubnetMax)
 	}
 
 	if j.Backend == nil {
@@ -263,8 +215,8 @@ func (c *Config) Validate() error {
 // SubnetMin/SubnetMax are left out, so readers apply their defaults; VNI
 // is always written because 0 is a valid VNI.
 func (c *Config) MarshalJSON() ([]byte, error) {
-	if !c.Network.IsValid() {
-		return nil, errors.New("config: Network is not set")
+	if !c.IPv4Enabled() && !c.IPv6Enabled() {
+		return nil, errors.New("config: neither Network nor IPv6Network is set")
 	}
 	type backendOut struct {
 		Type string
@@ -276,18 +228,22 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		DirectRouting bool `json:",omitempty"`
 	}
 	out := struct {
-		Network   string
+		Network   string `json:",omitempty"`
 		SubnetLen int    `json:",omitempty"`
 		SubnetMin string `json:",omitempty"`
 		SubnetMax string `json:",omitempty"`
-		Backend   backendOut
+		ipv6ConfigOut
+		Backend backendOut
 		// Left out when false, as flannel's configs usually have it.
 		EnableNFTables bool `json:",omitempty"`
 	}{
-		Network:        c.Network.String(),
 		SubnetLen:      c.SubnetLen,
+		ipv6ConfigOut:  c.ipv6Out(),
 		Backend:        backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU, DirectRouting: c.Backend.DirectRouting},
 		EnableNFTables: c.EnableNFTables,
+	}
+	if c.Network.IsValid() {
+		out.Network = c.Network.String()
 	}
 	if c.SubnetMin.IsValid() {
 		out.SubnetMin = c.SubnetMin.String()
@@ -308,29 +264,31 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Contains reports whether subnet is one c hands out: IPv4, SubnetLen long,
-// aligned, and within SubnetMin..SubnetMax.
+// Contains reports whether subnet is one c hands out: of a family c
+// carries, SubnetLen (or IPv6SubnetLen) long, aligned, and within
+// SubnetMin..SubnetMax (or IPv6SubnetMin..IPv6SubnetMax).
 func (c *Config) Contains(subnet netip.Prefix) bool {
-	if !subnet.IsValid() || !subnet.Addr().Is4() || subnet.Bits() != c.SubnetLen || subnet.Masked() != subnet {
-		return false
-	}
-	a := subnet.Addr()
-	return c.SubnetMin.Compare(a) <= 0 && a.Compare(c.SubnetMax) <= 0
+	return c.poolOf(subnet).contains(subnet)
 }
 
 // SubnetCount is how many subnets the config hands out: one per node at
-// most.
-func (c *Config) SubnetCount() uint64 { return c.count() }
-
-// count is the number of subnets in SubnetMin..SubnetMax.
-func (c *Config) count() uint64 {
-	return uint64(u32(c.SubnetMax)-u32(c.SubnetMin))/uint64(subnetSize(c.SubnetLen)) + 1
+// most (in a dual-stack overlay, the smaller family's count; an IPv6
+// pool counts to 2^62 at most).
+func (c *Config) SubnetCount() uint64 {
+	n := uint64(maxPool)
+	for _, p := range []pool{c.pool4(), c.pool6()} {
+		if p.min.IsValid() {
+			n = min(n, p.count())
+		}
+	}
+	return n
 }
 
-// subnetAt is the i-th subnet counting from SubnetMin.
-func (c *Config) subnetAt(i uint64) netip.Prefix {
-	return netip.PrefixFrom(addr4(u32(c.SubnetMin)+uint32(i)*subnetSize(c.SubnetLen)), c.SubnetLen)
-}
+// count is the number of IPv4 subnets in SubnetMin..SubnetMax.
+func (c *Config) count() uint64 { return c.pool4().count() }
+
+// subnetAt is the i-th IPv4 subnet counting from SubnetMin.
+func (c *Config) subnetAt(i uint64) netip.Prefix { return c.pool4().at(i) }
 
 func subnetSize(bits int) uint32 { return uint32(uint64(1) << (32 - bits)) }
 

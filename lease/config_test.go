@@ -53,7 +53,9 @@ func TestParseConfigFlannelSamples(t *testing.T) {
 		{
 			`{"EnableIPv4": true, "EnableIPv6": true, "Network": "10.42.0.0/16", "IPv6Network": "2001:cafe:42::/56",
 			  "IPv6SubnetLen": 64, "SubnetLen": 24, "Backend": {"Type": "vxlan", "VNI": 4096, "Port": 4789, "GBP": false, "DirectRouting": true, "Learning": false, "MacPrefix": "0E:2A"}}`,
-			Config{Network: netip.MustParsePrefix("10.42.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.42.1.0"), SubnetMax: netip.MustParseAddr("10.42.255.0"), Backend: Backend{Type: "vxlan", VNI: 4096, Port: 4789, DirectRouting: true}},
+			Config{Network: netip.MustParsePrefix("10.42.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.42.1.0"), SubnetMax: netip.MustParseAddr("10.42.255.0"),
+				IPv6Config: IPv6Config{netip.MustParsePrefix("2001:cafe:42::/56"), 64, netip.MustParseAddr("2001:cafe:42:1::"), netip.MustParseAddr("2001:cafe:42:ff::")},
+				Backend:    Backend{Type: "vxlan", VNI: 4096, Port: 4789, DirectRouting: true}},
 		},
 		{
 			`{"Network":"172.16.0.0/16","SubnetLen":26,"SubnetMin":"172.16.1.0","SubnetMax":"172.16.10.192","Backend":{"Type":"vxlan","VNI":0,"Port":0,"MTU":1400}}`,

@@ -31,10 +31,11 @@ func runCommand() *cli.Command {
 		// etcd's flags (endpoints, prefix, TLS, auth) are shared with `lease`.
 		Flags: append([]cli.Flag{
 			logLevelFlag(),
-			&cli.StringSliceFlag{Name: "iface", Usage: "underlay interface, by name or address; repeat it (or separate with commas) to try each in order, the first that exists and has an IPv4 address wins (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
-			&repeatFlag{GenericFlag: cli.GenericFlag{Name: "iface-regex", Value: &wholeValues{}, Usage: "`REGEX` matched against each interface's IPv4 addresses, then names, for the underlay; repeat it to try each in order, after every --iface (the variable holds one)", EnvVars: []string{"VXROUTER_IFACE_REGEX"}}},
+			&cli.StringSliceFlag{Name: "iface", Usage: "underlay interface, by name or address; repeat it (or separate with commas) to try each in order, the first that exists and has an address of each family the overlay carries wins (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
+			&repeatFlag{GenericFlag: cli.GenericFlag{Name: "iface-regex", Value: &wholeValues{}, Usage: "`REGEX` matched against each interface's addresses (of each family the overlay carries), then names, for the underlay; repeat it to try each in order, after every --iface (the variable holds one)", EnvVars: []string{"VXROUTER_IFACE_REGEX"}}},
 			&cli.StringFlag{Name: "iface-can-reach", Usage: "use the interface (and its address) the kernel routes `ADDRESS` through, as ip route get ADDRESS shows it; tried after --iface and --iface-regex", EnvVars: []string{"VXROUTER_IFACE_CAN_REACH"}},
 			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the underlay interface's first IPv4; without --iface*, the underlay is the interface that has this address)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
+			&cli.StringFlag{Name: "public-ipv6", Usage: "the IPv6 address peers send to, when the overlay carries IPv6 (default: the underlay interface's first global or unique-local IPv6; without --iface* nor --public-ip, the underlay is the interface that has this address)", EnvVars: []string{"VXROUTER_PUBLIC_IPV6"}},
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
 			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
@@ -134,6 +135,13 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 			return cfg, fmt.Errorf("--public-ip %q: want an IPv4 address", s)
 		}
 		cfg.PublicIP = ip
+	}
+	if s := c.String("public-ipv6"); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" || !ip.IsGlobalUnicast() || ip.IsLinkLocalUnicast() {
+			return cfg, fmt.Errorf("--public-ipv6 %q: want a global or unique-local IPv6 address, like fd77::1", s)
+		}
+		cfg.PublicIPv6 = ip
 	}
 	if cfg.CaptureLimit <= 0 {
 		return cfg, fmt.Errorf("--capture-limit %d: must be positive", cfg.CaptureLimit)

@@ -53,6 +53,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	if err != nil || !cfg.IPMasq || !cfg.IPMasqRandomFullyDisable || cfg.IPTablesResync != 7*time.Second {
 		t.Fatalf("--ip-masq --ip-masq-fully-random-disable --iptables-resync 7: %+v, %v", cfg, err)
 	}
+	if err := config("--public-ipv6", "fd77::1", "--public-ip", "10.0.0.1"); err != nil {
+		t.Fatalf("run --public-ipv6 fd77::1: %v", err)
+	}
 	for _, c := range []struct{ flag, value string }{
 		{"--poll-yields", "-1"},
 		{"--poll-yields", "101"},
@@ -61,6 +64,11 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--iface-regex", "eth[0-9"},
 		{"--iface-can-reach", "eth0"},
 		{"--iptables-resync", "0"},
+		{"--public-ipv6", "10.0.0.1"},
+		{"--public-ipv6", "fe80::1"},
+		{"--public-ipv6", "::"},
+		{"--public-ipv6", "::ffff:10.0.0.1"},
+		{"--public-ip", "fd77::1"},
 	} {
 		err := config(c.flag, c.value)
 		if err == nil || !strings.Contains(err.Error(), c.flag+" "+c.value) && !strings.Contains(err.Error(), c.flag+" "+strconv.Quote(c.value)) {

@@ -62,11 +62,32 @@ func (c *Config) parseFamilies(j *configJSON) error {
 			return err
 		}
 	}
-	if v6 {
-		return c.parseIPv6(&j.ipv6ConfigJSON)
+	if !v6 {
+		return nil
+	}
+	if err := c.parseIPv6(&j.ipv6ConfigJSON); err != nil {
+		return err
+	}
+	// Backend.MTU stands in for the underlay's MTU; VXLAN over IPv6
+	// takes 70 of it, and Linux takes IPv6 off a device whose MTU is
+	// below 1280.
+	if be := j.Backend; be != nil && be.MTU != nil && *be.MTU != 0 && *be.MTU < MinIPv6MTU+BackendMTUOverheadIPv6 {
+		return fmt.Errorf("config: Backend.MTU %d is below %d: it is the underlay's MTU, an overlay that carries IPv6 gets %d less (VXLAN over IPv6), and IPv6 needs %d at least (leave it out or 0 to use the underlay interface's)",
+			*be.MTU, MinIPv6MTU+BackendMTUOverheadIPv6, BackendMTUOverheadIPv6, MinIPv6MTU)
 	}
 	return nil
 }
+
+const (
+	// MinIPv6MTU is the smallest overlay MTU of an overlay that carries
+	// IPv6: IPv6's minimum link MTU (RFC 8200); Linux disables IPv6 on a
+	// device with less.
+	MinIPv6MTU = 1280
+	// BackendMTUOverheadIPv6 is BackendMTUOverhead over an IPv6
+	// underlay: what VXLAN costs there, and what a node that carries
+	// IPv6 takes off Backend.MTU (flannel takes 50 in every family).
+	BackendMTUOverheadIPv6 = 70
+)
 
 // parseIPv6 fills the IPv6 fields with flannel's rules and defaults:
 // IPv6SubnetLen 64, or the network's length + 2 for networks smaller than

@@ -76,6 +76,7 @@ func TestParseConfigIPv6Errors(t *testing.T) {
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMax":"fd00:0:0:5::1","Backend":{"Type":"vxlan"}}`, `config: IPv6SubnetMax fd00:0:0:5::1 is not on a /64 boundary (did you mean fd00:0:0:5::?)`},
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:2::","Backend":{"Type":"vxlan"}}`, `config: IPv6SubnetMin fd00:0:0:9:: is above IPv6SubnetMax fd00:0:0:2::`},
 		{`{"EnableIPv6":true,"IPv6Network":"fd00::/48","Network":"fd01::/48","Backend":{"Type":"vxlan"}}`, `config: Network "fd01::/48" is not IPv4 (an IPv6 network goes in "IPv6Network"`},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan","MTU":1349}}`, `config: Backend.MTU 1349 is below 1350: it is the underlay's MTU, an overlay that carries IPv6 gets 70 less`},
 		{`{"EnableIPv6":"yes","IPv6Network":"fd00::/48","Network":"10.0.0.0/16","Backend":{"Type":"vxlan"}}`, `config: not valid flannel config JSON`},
 	} {
 		c, err := ParseConfig([]byte(tc.js))

@@ -103,7 +103,7 @@ func (n *Node) adminHandler(control bool) http.Handler {
 		case file == "":
 			http.Error(w, "capture: none running", http.StatusNotFound)
 		default:
-			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.localAddr().Port())
+			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.overlay.Backend.Port)
 		}
 	})
 	return mux

@@ -11,20 +11,28 @@ import (
 // overlayMTU is the TUN device's MTU and subnet.env's FLANNEL_MTU, worked
 // out as flannel works it out: the config's Backend.MTU, when set, stands
 // in for the underlay interface's MTU, and VXLAN takes its 50 bytes off
-// that.
-func overlayMTU(backendMTU int, u underlayLink, log *slog.Logger) (int, error) {
+// that. An overlay that carries IPv6 sends it over the IPv6 underlay,
+// where VXLAN takes 70 (flannel takes 50 there too, and the kernel caps
+// its flannel-v6.<VNI> at 70 less than the underlay), and needs 1280 at
+// least, IPv6's minimum: the one MTU fits both families.
+func overlayMTU(c *lease.Config, u underlayLink, log *slog.Logger) (int, error) {
+	overhead, least, what := encap.OverheadIPv4, lease.MinMTU, ""
+	if c.IPv6Enabled() {
+		overhead, least, what = encap.OverheadIPv6, lease.MinIPv6MTU, " over IPv6"
+	}
+	backendMTU := c.Backend.MTU
 	if backendMTU == 0 {
-		mtu := u.MTU - encap.OverheadIPv4
-		if mtu < lease.MinMTU {
-			return 0, fmt.Errorf("overlay MTU %d is too small: underlay %s has MTU %d and VXLAN takes %d; the overlay needs at least %d",
-				mtu, u.Name, u.MTU, encap.OverheadIPv4, lease.MinMTU)
+		mtu := u.MTU - overhead
+		if mtu < least {
+			return 0, fmt.Errorf("overlay MTU %d is too small: underlay %s has MTU %d and VXLAN%s takes %d; the overlay needs at least %d",
+				mtu, u.Name, u.MTU, what, overhead, least)
 		}
 		return mtu, nil
 	}
-	mtu := backendMTU - lease.BackendMTUOverhead
-	if mtu < lease.MinMTU {
-		return 0, fmt.Errorf("overlay MTU %d is too small: Backend.MTU is %d and VXLAN takes %d; the overlay needs at least %d",
-			mtu, backendMTU, lease.BackendMTUOverhead, lease.MinMTU)
+	mtu := backendMTU - overhead
+	if mtu < least {
+		return 0, fmt.Errorf("overlay MTU %d is too small: Backend.MTU is %d and VXLAN%s takes %d; the overlay needs at least %d",
+			mtu, backendMTU, what, overhead, least)
 	}
 	if backendMTU > u.MTU {
 		// flannel takes it as it is too, and so does the kernel's vxlan;

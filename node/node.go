@@ -32,6 +32,7 @@ type Config struct {
 	EtcdPrefix string          // default lease.DefaultPrefix
 	Iface      []string        // underlay interfaces by name or address, the first usable wins; see below
 	PublicIP   netip.Addr      // overrides the interface's first IPv4
+	PublicIPv6 netip.Addr      // overrides the interface's first IPv6, in an overlay that carries IPv6
 	SubnetFile string          // where subnet.env goes
 	StateDir   string          // keeps the VTEP MAC across restarts
 	TunName    string          // default "vxr0"
@@ -147,14 +148,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		f.Close()
 	}
 
-	choice := underlayChoice{Iface: cfg.Iface, IfaceRegex: cfg.IfaceRegex, IfaceCanReach: cfg.IfaceCanReach, PublicIP: cfg.PublicIP}
-	if n.underlay, err = findUnderlay(choice); err != nil {
+	if err := n.checkUnderlayFlags(); err != nil {
 		return nil, err
 	}
 	if n.vtep, err = loadOrCreateVTEP(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep.String())
 
 	etcdCfg := cfg.Etcd
 	// With auth, clientv3.New fetches a token and waits DialTimeout for
@@ -185,7 +184,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("read overlay config from etcd %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
 	}
 
-	if n.mtu, err = overlayMTU(n.overlay.Backend.MTU, n.underlay, n.log); err != nil {
+	// Which addresses the underlay needs depends on the families the
+	// config carries.
+	if n.underlay, err = n.findUnderlay(); err != nil {
+		return nil, err
+	}
+	if n.mtu, err = overlayMTU(n.overlay, n.underlay, n.log); err != nil {
 		return nil, err
 	}
 	if err := n.prepareMasq(); err != nil {
@@ -218,7 +222,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.FixedSourcePort {
 		uo.SourcePool = 0
 	}
-	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), uo)
+	laddr, uo := listenAddr(n.underlay, n.overlay.Backend.Port, uo)
+	uls, err := tunnel.ListenUDPQueues(laddr, len(devs), uo)
 	if err != nil {
 		closeDevs()
 		return nil, fmt.Errorf("underlay socket: %w", err)
@@ -237,25 +242,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// The lease comes last of what can fail locally: a node that cannot
 	// open its device or bind its port must not leave a lease behind that
 	// peers would route to.
-	var previous netip.Prefix
+	var previous []netip.Prefix
 	if env, err := lease.ReadSubnetEnv(cfg.SubnetFile); err == nil {
-		previous = env.Subnet.Masked()
+		previous = []netip.Prefix{env.Lease(), env.IPv6Lease()}
 	}
-	attrs := lease.Attrs{
-		PublicIP:    n.underlay.PublicIP,
-		BackendType: "vxlan",
-		VNI:         n.overlay.Backend.VNI,
-		VtepMAC:     n.vtep,
-		PartialCsum: !cfg.FullChecksums,
-	}
-	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
+	attrs := n.leaseAttrs()
+	if n.lease, err = n.reg.AcquireSubnets(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
 	}
-	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
+	n.log.Info("lease acquired", "key", n.reg.LeaseKey(n.lease), "vtep-mac", n.vtep.String(), "expires", n.lease.Expiration.Format(time.RFC3339))
 
 	dev := devs[0]
-	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
+	if err := configureTUN(dev.Name(), n.mtu, n.tunRoutes()); err != nil {
 		closeAll()
 		return nil, err
 	}
@@ -281,14 +280,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.fwd.CheckSources(!cfg.NoSourceCheck)
 	// The largest inner packet is what the underlay carries, whatever the
 	// TUN MTU is.
-	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), netip.Addr{}, min(n.mtu, n.underlay.MTU-encap.OverheadIPv4))
-	env := lease.SubnetEnv{
-		Network: n.overlay.Network,
-		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
-		MTU:     n.mtu,
-		IPMasq:  n.masq != nil,
-	}
-	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
+	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), answerSource(n.overlay.IPv6Network, n.lease.IPv6Subnet), maxInner(n.overlay, n.underlay, n.mtu))
+	if err := lease.WriteSubnetEnv(cfg.SubnetFile, n.subnetEnv()); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
 	}
@@ -303,7 +296,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)
+	for _, r := range n.tunRoutes() {
+		n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", r.subnet.Addr(), "route", r.network, "subnet-file", cfg.SubnetFile)
+	}
 	return n, nil
 }
 
@@ -370,11 +365,11 @@ func (n *Node) Run(ctx context.Context) error {
 // says so, and its supervisor restarts it on the new subnet.
 func (n *Node) leaseChanged(cancel context.CancelFunc, errc chan<- error) func(*lease.Lease) {
 	return func(l *lease.Lease) {
-		if l.Subnet == n.lease.Subnet {
-			n.log.Warn("lease re-acquired", "subnet", l.Subnet)
+		if l.Subnet == n.lease.Subnet && l.IPv6Subnet == n.lease.IPv6Subnet {
+			n.log.Warn("lease re-acquired", "key", l.KeyName())
 			return
 		}
-		errc <- fmt.Errorf("lease lost: subnet %s now belongs to another node and this one got %s; restart to use it", n.lease.Subnet, l.Subnet)
+		errc <- fmt.Errorf("lease lost: subnet %s now belongs to another node and this one got %s; restart to use it", n.lease.KeyName(), l.KeyName())
 		cancel()
 	}
 }
@@ -391,43 +386,9 @@ func (n *Node) peerEvents(evs []lease.Event) {
 	changes := make([]route.Change, 0, len(evs))
 	direct := make([]directChange, 0, len(evs))
 	for _, ev := range evs {
-		l := ev.Lease
-		if l.Subnet == n.lease.Subnet {
-			continue
-		}
-		direct = append(direct, directChange{Subnet: l.Subnet}) // no peer, unless it is one below
-		if ev.Type == lease.Removed {
-			changes = append(changes, route.Change{Subnet: l.Subnet, Delete: true})
-			n.log.Log(context.Background(), level, "peer removed", "subnet", l.Subnet)
-			continue
-		}
-		// A key that parses can still be no peer: a subnet outside the
-		// overlay (0.0.0.0/0 would swallow every route) or of another
-		// length, or one that names this node's own address (a loop).
-		if !n.overlay.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != n.overlay.SubnetLen {
-			n.log.Warn("peer skipped: subnet is not one of the overlay's", "subnet", l.Subnet, "network", n.overlay.Network, "subnet-len", n.overlay.SubnetLen)
-			continue
-		}
-		if l.Attrs.PublicIP == n.underlay.PublicIP {
-			n.log.Warn("peer skipped: it has this node's public IP", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP)
-			continue
-		}
-		if l.Attrs.BackendType != "vxlan" {
-			n.log.Warn("peer skipped: not a vxlan lease", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
-			continue
-		}
-		if l.Attrs.VNI != n.overlay.Backend.VNI {
-			n.log.Warn("peer skipped: other VNI", "subnet", l.Subnet, "vni", l.Attrs.VNI, "ours", n.overlay.Backend.VNI)
-			continue
-		}
-		changes = append(changes, route.Change{
-			Subnet:      l.Subnet,
-			Addr:        netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port)),
-			VTEP:        l.Attrs.VtepMAC,
-			PartialCsum: l.Attrs.PartialCsum && !n.cfg.FullChecksums,
-		})
-		direct[len(direct)-1].PublicIP = l.Attrs.PublicIP
-		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String(), "partial-checksums", l.Attrs.PartialCsum)
+		c, d := n.peerChanges(ev, level)
+		changes = append(changes, c...)
+		direct = append(direct, d...)
 	}
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)

@@ -54,6 +54,23 @@
 // overlay must tell on-link peers from the others, or choose among a
 // host's interfaces.
 //
+// # Dual-stack and IPv6
+//
+// Options.Underlay may be IPv6 (an IPv6-only underlay), and
+// Options.Underlay6 beside an IPv4 Underlay makes every host of the main
+// underlay dual-stack: eth0 gets its n-th address of both networks
+// (Host.Underlay6; segments stay IPv4). A
+// KernelVXLAN with an IPv6 Subnet is flannel's flannel-v6.<VNI>: local
+// <Underlay6> dev eth0 dstport 8472 nolearning, its own MAC, asked for
+// the underlay MTU - 50 as flannel asks (the kernel caps it at - 70),
+// address <subnet>::/128; AddPeer programs its neighbour, FDB (dst the
+// peer's PublicIPv6) and onlink route as flannel does. PodConfig.Subnet6
+// gives a pod an IPv6 address beside its IPv4 one and a default IPv6
+// route via cni0's <subnet6>::1. Hosts run without IPv6 duplicate address
+// detection (net.ipv6.conf.default.accept_dad=0): a tentative link-local
+// address sends no neighbour solicitation, and a new bridge's would hold
+// up its first forwarded packets for a second.
+//
 // lab drives iproute2 (ip, bridge) and sysctl; nothing is hidden in
 // netlink calls. Options.Log gets every command at debug level, and
 // Lab.Commands returns them all, a script of the topology a learner can

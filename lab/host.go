@@ -21,6 +21,10 @@ type Host struct {
 	NS       string     // its namespace, <prefix>-<name>
 	Index    int        // 1 for the first host, 2 for the second...
 	Underlay netip.Addr // eth0's address: on the main underlay the n-th for its n-th host (the Index-th without segments)
+	// Underlay6 is eth0's IPv6 address on the main underlay: the n-th of
+	// Options.Underlay6 in a dual-stack lab, Underlay itself in an IPv6
+	// one; invalid in an IPv4 one and on a segment (segments are IPv4).
+	Underlay6 netip.Addr
 	// Segment is the segment eth0 is on, behind its router; nil for the
 	// main underlay.
 	Segment *Segment
@@ -31,8 +35,15 @@ type Host struct {
 	pods    []*Pod
 	bridge  bool                        // cni0 exists
 	subnets map[netip.Prefix]*podSubnet // on cni0
-	vxlans  map[uint32]*KernelVXLAN
+	vxlans  map[vxlanKey]*KernelVXLAN
 	legs    []*Segment // segments Attach gave it an interface on: eth1, eth2...
+}
+
+// vxlanKey names a host's kernel vxlan device: flannel makes one per VNI
+// and family.
+type vxlanKey struct {
+	vni uint32
+	v6  bool
 }
 
 // podSubnet tracks the addresses handed out in one subnet on cni0.
@@ -78,7 +89,12 @@ func (l *Lab) addHost(name string, seg *Segment) (*Host, error) {
 		Segment:  seg,
 		lab:      l,
 		subnets:  make(map[netip.Prefix]*podSubnet),
-		vxlans:   make(map[uint32]*KernelVXLAN),
+		vxlans:   make(map[vxlanKey]*KernelVXLAN),
+	}
+	if u6 := l.Underlay6(); u6.IsValid() && seg == nil {
+		if h.Underlay6, err = hostAddr(u6, n); err != nil {
+			return nil, fmt.Errorf("add host %q: underlay full: %w", name, err)
+		}
 	}
 	if err := h.build(); err != nil {
 		// Deleting the namespace takes the half-built host with it (the
@@ -117,8 +133,11 @@ func (h *Host) build() error {
 			"peer", "name", UnderlayDev, "mtu", mtu, "netns", h.NS},
 		{"ip", "-n", brNS, "link", "set", peer, "master", bridge, "up"},
 		addrAdd(h.NS, h.Underlay, bits, UnderlayDev),
-		{"ip", "-n", h.NS, "link", "set", UnderlayDev, "up"},
 	}
+	if h.Underlay6.IsValid() && h.Underlay6 != h.Underlay {
+		cmds = append(cmds, addrAdd(h.NS, h.Underlay6, l.opts.Underlay6.Bits(), UnderlayDev))
+	}
+	cmds = append(cmds, []string{"ip", "-n", h.NS, "link", "set", UnderlayDev, "up"})
 	if h.Segment != nil {
 		cmds = append(cmds, []string{"ip", "-n", h.NS, "route", "add", "default", "via", h.Segment.Gateway.String()})
 	} else {
@@ -139,7 +158,12 @@ func hostSysctls() []string {
 		"net.ipv4.conf.default.rp_filter=0",
 	}
 	if ipv6Enabled() {
-		s = append(s, "net.ipv6.conf.all.forwarding=1")
+		// No duplicate address detection: every address here is the
+		// lab's to give, and while a new interface's link-local address
+		// is tentative (a second) the kernel sends no neighbour
+		// solicitation from it, so the first packets a host forwards
+		// to a new pod over IPv6 would wait for the retry.
+		s = append(s, "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.accept_dad=0")
 	}
 	return s
 }

@@ -152,7 +152,7 @@ func TestDualStackKernelInterop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"decap-bad-checksum", "write-errors", "unknown-sender", "decap-bad-inner", "decap-foreign-mac"} {
+	for _, k := range []string{"decap-bad-checksum", "write-errors", "unknown-sender", "decap-bad-inner", "decap-foreign-mac", "decap-foreign-source"} {
 		if c[k] != 0 {
 			t.Errorf("the vxrouter node counted %s %d: %v", k, c[k], c)
 		}

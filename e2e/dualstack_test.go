@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -329,6 +330,47 @@ func TestIPv6BadInputFailsCleanly(t *testing.T) {
 	}
 	if key, _, _ := o.ownValue(h.Underlay); !strings.Contains(key, "&fd00:16:") {
 		t.Fatalf("the node's key %s is not dual-stack", key)
+	}
+	o.stop(n)
+}
+
+// TestIPMasqDualStack: with --ip-masq in a dual-stack overlay, flannel's
+// masquerading rules are there for each family (iptables and ip6tables),
+// and a pod reaches a host outside the overlay, with no route back to pod
+// addresses, over IPv4 and over IPv6, seen as the node's address of each.
+func TestIPMasqDualStack(t *testing.T) {
+	o := newOverlay(t, dualNetwork)
+	h, out := o.host("m6"), o.host("outside")
+	n, env := o.start(h, "--ip-masq")
+	if !env.IPMasq {
+		t.Fatal("subnet.env says FLANNEL_IPMASQ=false with --ip-masq")
+	}
+	want4 := masqChain(o.cfg.Network, env.Lease())
+	if got := o.natRules(h); !slices.Equal(got, want4) {
+		t.Fatalf("iptables nat rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want4, "\n"))
+	}
+	want6 := masqChain(o.cfg.IPv6Network, env.IPv6Lease())
+	for i := range want6 {
+		want6[i] = strings.Replace(want6[i], "224.0.0.0/4", "ff00::/8", 1)
+	}
+	raw, err := h.Run(o.ctx, "ip6tables", "-t", "nat", "-S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got6 []string
+	for _, l := range strings.Split(raw, "\n") {
+		if strings.Contains(l, "FLANNEL-POSTRTG") {
+			got6 = append(got6, strings.TrimSpace(l))
+		}
+	}
+	if !slices.Equal(got6, want6) {
+		t.Fatalf("ip6tables nat rules:\n%s\nwant:\n%s", strings.Join(got6, "\n"), strings.Join(want6, "\n"))
+	}
+	p := o.podOf(h, env)
+	for _, c := range []struct{ to, node netip.Addr }{{out.Underlay, h.Underlay}, {out.Underlay6, h.Underlay6}} {
+		if got := o.seenAs(p, out, netip.AddrPortFrom(c.to, 7001)); got != c.node {
+			t.Fatalf("the outside host saw the pod's connection to %s come from %s, want the node's %s", c.to, got, c.node)
+		}
 	}
 	o.stop(n)
 }

@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,7 +194,8 @@ func TestDualStackRestartKeepsSubnets(t *testing.T) {
 // an IPv6-only underlay: vxrouter's own key shape, flannel's IPv6-only
 // value, subnet.env without IPv4, and pods that reach each other with
 // ping, TCP and UDP both ways. Keys and values with garbage in their IPv6
-// parts are skipped with a warning, and the nodes forward on.
+// parts are skipped with a warning, and the nodes forward on; a connect to
+// an IPv6 address no lease covers fails at once.
 func TestIPv6OnlyOverlay(t *testing.T) {
 	o := newOverlay(t, ipv6Network)
 	h1, h2 := o.host("s1"), o.host("s2")
@@ -259,6 +263,24 @@ func TestIPv6OnlyOverlay(t *testing.T) {
 	}
 	o.mustCarry(p1, p2)
 	o.mustCarry(p2, p1)
+
+	// An IPv6 address no lease covers is answered at once (ICMPv6
+	// destination unreachable, from the overlay network's first address).
+	nowhere := netip.MustParseAddr("fd00:16:0:ffff::9")
+	if env1.IPv6Lease().Contains(nowhere) || env2.IPv6Lease().Contains(nowhere) {
+		t.Skip("a node took the last subnet")
+	}
+	start := time.Now()
+	err = p1.Do(func() error {
+		c, err := net.DialTimeout("tcp6", netip.AddrPortFrom(nowhere, 80).String(), 4*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if took := time.Since(start); !errors.Is(err, syscall.ENETUNREACH) || took > 3*time.Second {
+		t.Fatalf("connect to %s: %v after %s; want network unreachable at once", nowhere, err, took)
+	}
 }
 
 // TestIPv6BadInputFailsCleanly: an overlay that carries IPv6 on a host

@@ -396,3 +396,40 @@ func TestIPMasqDualStack(t *testing.T) {
 	}
 	o.stop(n)
 }
+
+// TestDualStackDirectRouting: with Backend.DirectRouting in a dual-stack
+// overlay, two vxrouter nodes on one segment route each other's subnets
+// of both families straight over the underlay (the IPv6 one via the
+// peer's public IPv6), as flannel does, and their pods' traffic of both
+// families never enters the forwarders.
+func TestDualStackDirectRouting(t *testing.T) {
+	o := newOverlay(t, `{"Network":"172.16.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:16::/48","Backend":{"Type":"vxlan","DirectRouting":true}}`)
+	a, b := o.host("da"), o.host("db")
+	na, envA := o.start(a)
+	nb, envB := o.start(b)
+	o.waitRoute(a, envB.Lease(), directVia(envB.Lease(), b.Underlay))
+	route6 := func(h *lab.Host, subnet netip.Prefix) string {
+		out, err := h.Run(o.ctx, "ip", "-6", "route", "show", "exact", subnet.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	o.within(20*time.Second, "a's IPv6 direct route", func() error {
+		if got, want := route6(a, envB.IPv6Lease()), directVia(envB.IPv6Lease(), b.Underlay6); !strings.HasPrefix(got, want) {
+			return fmt.Errorf("%q, want %q", got, want)
+		}
+		return nil
+	})
+	pa, pb := o.podOf(a, envA), o.podOf(b, envB)
+	o.mustPingAddr(pa, pb.Addr6) // b's IPv6 direct route may come a moment after a's
+	before := [2][2]uint64{o.forwarded(na), o.forwarded(nb)}
+	for _, c := range [][2]*lab.Pod{{pa, pb}, {pb, pa}} {
+		o.mustPingAddr(c[0], c[1].Addr)
+		o.mustPingAddr(c[0], c[1].Addr6)
+		o.mustCarryTo(c[0], c[1], c[1].Addr6)
+	}
+	if after := [2][2]uint64{o.forwarded(na), o.forwarded(nb)}; after != before {
+		t.Errorf("direct traffic went through the forwarders: (tx, rx) of a and b %v before, %v after", before, after)
+	}
+}

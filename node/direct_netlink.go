@@ -53,7 +53,7 @@ func (k netlinkRoutes) Delete(subnet netip.Prefix, r directRoute) error {
 }
 
 func (netlinkRoutes) Owned() (map[netip.Prefix]directRoute, error) {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 		netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("ip route show proto %d: %w", RouteProtocol, err)

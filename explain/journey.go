@@ -10,8 +10,8 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"vxrouter/encap"
-	"vxrouter/route"
 	"vxrouter/lease"
+	"vxrouter/route"
 )
 
 // Values a real kernel or application picks and that are fixed here, so

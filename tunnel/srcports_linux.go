@@ -102,8 +102,10 @@ func (u *UDP) openSourcePool(n int, r PortRange, o UDPOptions) (err error) {
 }
 
 func (u *UDP) closePool() {
-	for _, s := range u.pool {
-		s.Close()
+	if !u.sharedPool {
+		for _, s := range u.pool {
+			s.Close()
+		}
 	}
 	u.pool = nil
 }

@@ -121,9 +121,11 @@ type UDP struct {
 	w   writer
 
 	// pool sends WriteFlows' datagrams, one socket per flow's hash; gw
-	// is its scratch.
-	pool []*UDP
-	gw   flowGroups
+	// is its scratch. sharedPool: another queue's socket owns the pool
+	// (and closes it).
+	pool       []*UDP
+	sharedPool bool
+	gw         flowGroups
 
 	closeOnce sync.Once
 }
@@ -300,10 +302,20 @@ func ListenUDPQueues(addr netip.AddrPort, n int, o UDPOptions) (_ []*UDP, err er
 			}
 		}
 	}()
-	for range n {
-		u, err := ListenUDPOptions(addr, o)
+	for i := range n {
+		// One source pool for all the queues: the TUN device may move a
+		// flow to another queue (the kernel rethinks a TCP connection's
+		// hash after a timeout, say), and the flow must keep its port.
+		qo := o
+		if i > 0 {
+			qo.SourcePool = 0
+		}
+		u, err := ListenUDPOptions(addr, qo)
 		if err != nil {
 			return nil, err
+		}
+		if i > 0 {
+			u.pool, u.sharedPool = us[0].pool, true
 		}
 		us = append(us, u)
 		addr = netip.AddrPortFrom(addr.Addr(), u.local.Port())

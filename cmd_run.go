@@ -48,7 +48,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "ip-masq", Usage: "set up IP masquerade rules for traffic leaving the overlay network, as flanneld --ip-masq does (iptables, or nftables with \"EnableNFTables\":true in the config); subnet.env then says FLANNEL_IPMASQ=true", EnvVars: []string{"VXROUTER_IP_MASQ"}},
 			&cli.BoolFlag{Name: "ip-masq-fully-random-disable", Usage: "masquerade without fully random source ports (--random-fully), as flanneld's flag of that name", EnvVars: []string{"VXROUTER_IP_MASQ_FULLY_RANDOM_DISABLE"}},
 			&cli.IntFlag{Name: "iptables-resync", Value: int(masq.DefaultResync / time.Second), Usage: "seconds between checks that the --ip-masq rules are still in place (put back if another program removed them)", EnvVars: []string{"VXROUTER_IPTABLES_RESYNC"}},
-			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
+			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: on a host with 2 CPUs or fewer, 1, and as many as there are queues carrying traffic while they do; else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the admin endpoint on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
@@ -76,6 +76,11 @@ func runCommand() *cli.Command {
 			_, envSet := os.LookupEnv("GOMAXPROCS")
 			if want := gomaxprocs(procs, runtime.GOMAXPROCS(0), envSet); procs > 0 || want != runtime.GOMAXPROCS(0) {
 				runtime.GOMAXPROCS(want)
+				if procs == 0 {
+					// Automatic on a small host: one P, more while
+					// several queues carry traffic.
+					cfg.AutoProcs = runtime.NumCPU()
+				}
 			}
 			if path := c.String("cpuprofile"); path != "" {
 				stop, err := startCPUProfile(path)

@@ -80,6 +80,10 @@ type Config struct {
 	// source address; by default one whose source is not in the peer's
 	// subnet is dropped (route.Forwarder.CheckSources).
 	NoSourceCheck bool
+	// AutoProcs, when more than 1, has the node follow the load with
+	// GOMAXPROCS, from 1 up to AutoProcs: as many Ps as queues that carry
+	// traffic (see procs.go). 0 leaves GOMAXPROCS as it is.
+	AutoProcs int
 	// FullChecksums computes every inner TCP and UDP checksum, even for
 	// peers that take them pending, and does not say in the lease that
 	// this node takes them pending (lease.Attrs.PartialCsum).
@@ -275,7 +279,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if !cfg.FixedSourcePort {
 		srcPorts = fmt.Sprintf("%d ports of %s", len(uls[0].SourcePorts()), cfg.SourcePorts)
 	}
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts, "direct-routing", n.overlay.Backend.DirectRouting)
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs-auto-max", cfg.AutoProcs, "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts, "direct-routing", n.overlay.Backend.DirectRouting)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	n.fwd.CheckSources(!cfg.NoSourceCheck)
 	// The largest inner packet is what the underlay carries, whatever the
@@ -322,7 +326,9 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	// Room for an error from every goroutine below and leaseChanged, so
+	// that none blocks on sending it.
+	errc := make(chan error, 8)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -344,6 +350,9 @@ func (n *Node) Run(ctx context.Context) error {
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
 	if n.masq != nil {
 		run("ip masquerade", n.keepMasq)
+	}
+	if n.cfg.AutoProcs > 1 {
+		run("gomaxprocs", func(ctx context.Context) error { return n.tuneProcs(ctx, n.cfg.AutoProcs) })
 	}
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))

@@ -364,6 +364,9 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 	}()
 	answering := f.answer4.IsValid() || f.answer6.IsValid()
+	var lastFlow [2]uint64 // flowKey4 of the last packet hashed, if haveFlow
+	var haveFlow bool
+	var lastHash uint32
 	for i, buf := range bufs {
 		pkt := buf[Headroom : Headroom+sizes[i]]
 		dst, r := destination(pkt)
@@ -404,7 +407,12 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		out = append(out, frame)
 		to = append(to, p.Addr)
 		if flows != nil {
-			flows = append(flows, PacketFlow(pkt))
+			// A batch is mostly one flow's segments: hash a flow once.
+			if k, ok := flowKey4(pkt); !ok || !haveFlow || k != lastFlow {
+				lastHash = PacketFlow(pkt)
+				lastFlow, haveFlow = k, ok
+			}
+			flows = append(flows, lastHash)
 		}
 	}
 	return out, to, flows, answers

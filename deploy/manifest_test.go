@@ -256,7 +256,7 @@ func TestManifestOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	attrs := lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "vxlan", VNI: 1, VtepMAC: net.HardwareAddr{0xd6, 0x51, 0x2e, 0x80, 0x5c, 0x69}}
-	l, err := src.Acquire(ctx, cfg, attrs, netip.Prefix{}, 0)
+	l, err := src.AcquireSubnets(ctx, cfg, attrs, nil, 0)
 	if err != nil {
 		t.Fatalf("annotate as the service account: %v", err)
 	}

@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,61 +42,75 @@ func TestFlowEntropy(t *testing.T) {
 		}
 	}
 
-	pcap := t.TempDir() + "/fk.pcap"
-	dump := hk.Command(o.ctx, "tcpdump", "-i", "eth0", "-U", "-w", pcap, "udp", "dst", "port", "8472", "and", "src", "host", hv.Underlay.String())
-	stderr, err := dump.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dump.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer dump.Process.Kill()
-	listening := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "listening on") {
-				listening <- true
-			}
-		}
-		close(listening)
-	}()
-	select {
-	case ok := <-listening:
-		if !ok {
-			t.Fatal("tcpdump exited before it listened")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("tcpdump did not start listening within 10 s")
-	}
-
+	// One flow at a time, its first datagrams captured on the kernel
+	// node: tcpdump -c stops on its own, having written every packet it
+	// counted (one stopped by a signal may leave packets unread under
+	// load).
+	portsOf := map[string]map[string]bool{} // inner source port -> outer source ports
 	for _, lp := range lports {
-		if _, err := pv.TCPFromPort(o.ctx, lp, pk, dport, 256<<10); err != nil {
+		pcap := fmt.Sprintf("%s/flow%d.pcap", t.TempDir(), lp)
+		dump := hk.Command(o.ctx, "tcpdump", "-i", "eth0", "-c", "8", "-s", "200", "-U", "-w", pcap,
+			"udp", "dst", "port", "8472", "and", "src", "host", hv.Underlay.String())
+		stderr, err := dump.StderrPipe()
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	// SIGINT: tcpdump writes out what it holds and exits.
-	dump.Process.Signal(syscall.SIGINT)
-	for range listening { // until its stderr closes
-	}
-	dump.Wait()
-
-	out, err := exec.Command("tshark", "-r", pcap, "-d", "udp.port==8472,vxlan", "-Y", "tcp.len>0",
-		"-T", "fields", "-e", "udp.srcport", "-e", "tcp.srcport").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
-	portsOf := map[string]map[string]bool{} // inner source port -> outer source ports
-	for line := range strings.Lines(string(out)) {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
+		if err := dump.Start(); err != nil {
+			t.Fatal(err)
 		}
-		if portsOf[f[1]] == nil {
-			portsOf[f[1]] = map[string]bool{}
+		listening := make(chan bool, 1)
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), "listening on") {
+					listening <- true
+				}
+			}
+			close(listening)
+		}()
+		select {
+		case ok := <-listening:
+			if !ok {
+				t.Fatal("tcpdump exited before it listened")
+			}
+		case <-time.After(10 * time.Second):
+			dump.Process.Kill()
+			t.Fatal("tcpdump did not start listening within 10 s")
 		}
-		portsOf[f[1]][f[0]] = true
+		if _, err := pv.TCPFromPort(o.ctx, lp, pk, dport, 256<<10); err != nil {
+			dump.Process.Kill()
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			for range listening { // until its stderr closes
+			}
+			done <- dump.Wait()
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("tcpdump: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			dump.Process.Kill()
+			t.Fatal("tcpdump did not see 8 datagrams of the flow within 10 s")
+		}
+		out, err := exec.Command("tshark", "-r", pcap, "-d", "udp.port==8472,vxlan",
+			"-T", "fields", "-e", "udp.srcport", "-e", "tcp.srcport").Output()
+		if err != nil {
+			t.Fatalf("tshark: %v", err)
+		}
+		for line := range strings.Lines(string(out)) {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				continue
+			}
+			if portsOf[f[1]] == nil {
+				portsOf[f[1]] = map[string]bool{}
+			}
+			portsOf[f[1]][f[0]] = true
+		}
 	}
 	outer := map[string]bool{}
 	for _, lp := range lports {

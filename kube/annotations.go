@@ -95,44 +95,73 @@ func annotationWord(s string) bool {
 	return true
 }
 
-// backendData is what a node writes as BackendData: the bytes of the
-// etcd lease value's BackendData, {"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"}
-// as flannel writes it, with vxrouter's "PartialCsum":true after them
-// when attrs say so (flannel ignores it).
-func backendData(attrs lease.Attrs) (string, error) {
+// backendData is what a node writes as backend-data and backend-v6-data:
+// the bytes of the etcd lease value's BackendData and BackendV6Data,
+// {"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"} as flannel writes them, with
+// vxrouter's "PartialCsum":true after them when attrs say so (flannel
+// ignores it). Each is "" when attrs have none.
+func backendData(attrs lease.Attrs) (v4, v6 string, err error) {
 	b, err := attrs.MarshalJSON()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	var v struct{ BackendData json.RawMessage }
+	var v struct{ BackendData, BackendV6Data json.RawMessage }
 	if err := json.Unmarshal(b, &v); err != nil {
-		return "", fmt.Errorf("backend data: %w", err)
+		return "", "", fmt.Errorf("backend data: %w", err)
 	}
-	return string(v.BackendData), nil
+	if attrs.PublicIP.IsValid() {
+		v4 = string(v.BackendData)
+	}
+	if attrs.PublicIPv6.IsValid() && attrs.BackendV6Data != nil {
+		v6 = string(v.BackendV6Data)
+	}
+	return v4, v6, nil
 }
 
 // want is the annotations a node with attrs writes on its own Node, given
-// the annotations already there (an operator's public-ip-overwrite wins
-// over attrs.PublicIP, as in flannel).
+// the annotations already there: each family's backend data and public
+// address, for the families attrs have, as flannel writes them (an
+// operator's public-ip-overwrite or public-ipv6-overwrite wins over the
+// node's own address).
 func (a Annotations) want(attrs lease.Attrs, have map[string]string) (map[string]string, error) {
-	bd, err := backendData(attrs)
+	bd, bd6, err := backendData(attrs)
 	if err != nil {
 		return nil, err
 	}
-	publicIP := attrs.PublicIP.String()
-	if o := have[a.PublicIPOverwrite]; o != "" {
-		ip, err := netip.ParseAddr(o)
-		if err != nil || !ip.Is4() || ip.IsUnspecified() {
-			return nil, fmt.Errorf("annotation %s=%q is not an IPv4 address peers can send to: fix or remove it", a.PublicIPOverwrite, o)
+	m := map[string]string{a.KubeSubnetManager: "true", a.BackendType: attrs.BackendType}
+	if bd != "" {
+		ip, err := overwrite(a.PublicIPOverwrite, have, attrs.PublicIP)
+		if err != nil {
+			return nil, err
 		}
-		publicIP = ip.String()
+		m[a.BackendData], m[a.PublicIP] = bd, ip.String()
 	}
-	return map[string]string{
-		a.KubeSubnetManager: "true",
-		a.BackendType:       attrs.BackendType,
-		a.BackendData:       bd,
-		a.PublicIP:          publicIP,
-	}, nil
+	if bd6 != "" {
+		ip, err := overwrite(a.PublicIPv6Overwrite, have, attrs.PublicIPv6)
+		if err != nil {
+			return nil, err
+		}
+		m[a.BackendV6Data], m[a.PublicIPv6] = bd6, ip.String()
+	}
+	return m, nil
+}
+
+// overwrite is the address the operator's annotation name in have says,
+// if any, else own; it must be of own's family.
+func overwrite(name string, have map[string]string, own netip.Addr) (netip.Addr, error) {
+	o := have[name]
+	if o == "" {
+		return own, nil
+	}
+	ip, err := netip.ParseAddr(o)
+	if err != nil || ip.Is4() != own.Is4() || ip.Is4In6() || ip.Zone() != "" || ip.IsUnspecified() {
+		family := "IPv4"
+		if !own.Is4() {
+			family = "IPv6"
+		}
+		return netip.Addr{}, fmt.Errorf("annotation %s=%q is not an %s address peers can send to: fix or remove it", name, o, family)
+	}
+	return ip, nil
 }
 
 // errNotPeer says a Node is no peer, and no mistake either: it runs no
@@ -143,36 +172,51 @@ var errNotPeer = errors.New("not a peer")
 // strictly as lease.ParseAttrs reads an etcd value: a Node whose
 // annotations do not parse is an error (the caller warns and skips it);
 // one without kube-subnet-manager=true or without a podCIDR is
-// errNotPeer.
+// errNotPeer. The lease has the subnet of each family the Node publishes
+// an address for (public-ip, public-ipv6), as flannel's would.
 func (a Annotations) peerLease(n *corev1.Node) (lease.Lease, error) {
 	if n.Annotations[a.KubeSubnetManager] != "true" {
 		return lease.Lease{}, errNotPeer
 	}
-	subnet, err := podCIDR4(n)
+	v4, v6, err := podCIDRs(n)
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	if !subnet.IsValid() {
+	if !v4.IsValid() && !v6.IsValid() {
 		return lease.Lease{}, errNotPeer
 	}
 	// The etcd value's JSON, assembled from the annotations, so a Node is
 	// held to exactly what a lease in etcd is.
 	v := struct {
-		PublicIP    *string         `json:",omitempty"`
-		BackendType *string         `json:",omitempty"`
-		BackendData json.RawMessage `json:",omitempty"`
+		PublicIP      *string         `json:",omitempty"`
+		PublicIPv6    *string         `json:",omitempty"`
+		BackendType   *string         `json:",omitempty"`
+		BackendData   json.RawMessage `json:",omitempty"`
+		BackendV6Data json.RawMessage `json:",omitempty"`
 	}{}
-	if s, ok := n.Annotations[a.PublicIP]; ok {
-		v.PublicIP = &s
-	}
-	if s, ok := n.Annotations[a.BackendType]; ok {
-		v.BackendType = &s
-	}
-	if s := n.Annotations[a.BackendData]; s != "" {
-		if !json.Valid([]byte(s)) {
-			return lease.Lease{}, fmt.Errorf("annotation %s=%q is not JSON", a.BackendData, s)
+	ann := func(name string) *string {
+		if s, ok := n.Annotations[name]; ok {
+			return &s
 		}
-		v.BackendData = json.RawMessage(s)
+		return nil
+	}
+	v.PublicIP, v.PublicIPv6, v.BackendType = ann(a.PublicIP), ann(a.PublicIPv6), ann(a.BackendType)
+	if v.PublicIP == nil && v.PublicIPv6 != nil {
+		// An IPv6-only node: flannel writes no public-ip, and its etcd
+		// lease says 0.0.0.0.
+		unspecified := "0.0.0.0"
+		v.PublicIP = &unspecified
+	}
+	for _, d := range []struct {
+		name string
+		raw  *json.RawMessage
+	}{{a.BackendData, &v.BackendData}, {a.BackendV6Data, &v.BackendV6Data}} {
+		if s := n.Annotations[d.name]; s != "" {
+			if !json.Valid([]byte(s)) {
+				return lease.Lease{}, fmt.Errorf("annotation %s=%q is not JSON", d.name, s)
+			}
+			*d.raw = json.RawMessage(s)
+		}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -182,36 +226,51 @@ func (a Annotations) peerLease(n *corev1.Node) (lease.Lease, error) {
 	if err != nil {
 		return lease.Lease{}, fmt.Errorf("annotations %s…: %w", a.Prefix, err)
 	}
-	return lease.Lease{Subnet: subnet, Attrs: attrs}, nil
+	l := lease.Lease{Attrs: attrs}
+	if attrs.PublicIP.IsValid() {
+		l.Subnet = v4
+	}
+	if attrs.PublicIPv6.IsValid() {
+		l.IPv6Subnet = v6
+	}
+	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return lease.Lease{}, fmt.Errorf("podCIDRs %q: none of the family of its public address", podCIDRList(n))
+	}
+	return l, nil
 }
 
-// podCIDR4 is a Node's IPv4 pod CIDR: the IPv4 one of spec.podCIDRs (one
-// of each family at most), else spec.podCIDR if it is IPv4. Invalid, no
-// error, when it has none (yet); an error when what it has does not
-// parse.
-func podCIDR4(n *corev1.Node) (netip.Prefix, error) {
-	cidrs := n.Spec.PodCIDRs
-	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
-		cidrs = []string{n.Spec.PodCIDR}
+// podCIDRList is a Node's pod CIDRs: spec.podCIDRs, else spec.podCIDR.
+func podCIDRList(n *corev1.Node) []string {
+	if len(n.Spec.PodCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		return []string{n.Spec.PodCIDR}
 	}
+	return n.Spec.PodCIDRs
+}
+
+// podCIDRs is a Node's pod CIDR of each family (one at most of each), of
+// spec.podCIDRs, else spec.podCIDR. Invalid, no error, for a family it
+// has none of (yet); an error when what it has does not parse.
+func podCIDRs(n *corev1.Node) (v4, v6 netip.Prefix, err error) {
+	cidrs := podCIDRList(n)
 	if len(cidrs) > 2 {
-		return netip.Prefix{}, fmt.Errorf("podCIDRs %q: more than one per address family", cidrs)
+		return v4, v6, fmt.Errorf("podCIDRs %q: more than one per address family", cidrs)
 	}
-	var v4 netip.Prefix
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("podCIDR %q is not a CIDR", c)
+		if err != nil || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("podCIDR %q is not a CIDR", c)
 		}
 		if p.Masked() != p {
-			return netip.Prefix{}, fmt.Errorf("podCIDR %q has host bits set", c)
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("podCIDR %q has host bits set", c)
 		}
+		at := &v6
 		if p.Addr().Is4() {
-			if v4.IsValid() {
-				return netip.Prefix{}, fmt.Errorf("podCIDRs %q: two IPv4 CIDRs", cidrs)
-			}
-			v4 = p
+			at = &v4
 		}
+		if at.IsValid() {
+			return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("podCIDRs %q: two of one family", cidrs)
+		}
+		*at = p
 	}
-	return v4, nil
+	return v4, v6, nil
 }

@@ -95,6 +95,25 @@ func TestWant(t *testing.T) {
 		t.Errorf("backend-data with partial checksums = %s", bd)
 	}
 
+	// Dual-stack: each family's data and address; an IPv6-only node
+	// writes no public-ip and no backend-data, as flanneld.
+	dual := attrs(t, "10.0.0.2", "d6:51:2e:80:5c:69", true)
+	dual.PublicIPv6 = netip.MustParseAddr("fd77::2")
+	dual.BackendV6Data = &lease.VXLANData{VNI: 1, VtepMAC: dual.VtepMAC, PartialCsum: true}
+	got, err = a.want(dual, map[string]string{a.PublicIPv6Overwrite: "2001:db8::7"})
+	if err != nil || got[a.BackendV6Data] != `{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69","PartialCsum":true}` || got[a.PublicIPv6] != "2001:db8::7" || got[a.PublicIP] != "10.0.0.2" || len(got) != 6 {
+		t.Errorf("dual-stack: %v %v", got, err)
+	}
+	v6only := dual
+	v6only.PublicIP, v6only.VNI, v6only.VtepMAC, v6only.PartialCsum = netip.Addr{}, 0, nil, false
+	got, err = a.want(v6only, nil)
+	if _, ok := got[a.PublicIP]; err != nil || ok || got[a.BackendData] != "" || got[a.PublicIPv6] != "fd77::2" || len(got) != 4 {
+		t.Errorf("IPv6-only: %v %v", got, err)
+	}
+	if _, err := a.want(dual, map[string]string{a.PublicIPv6Overwrite: "192.0.2.7"}); err == nil || !strings.Contains(err.Error(), "public-ipv6-overwrite") {
+		t.Errorf("an IPv4 public-ipv6-overwrite: %v", err)
+	}
+
 	// An operator's overwrite is what peers are told.
 	got, err = a.want(attrs(t, "10.0.0.2", "d6:51:2e:80:5c:69", false), map[string]string{a.PublicIPOverwrite: "192.0.2.7"})
 	if err != nil || got[a.PublicIP] != "192.0.2.7" {
@@ -137,6 +156,20 @@ func TestPeerLease(t *testing.T) {
 	if err != nil || l.Subnet != netip.MustParsePrefix("10.244.3.0/24") {
 		t.Errorf("dual-stack: %v %v", l.Subnet, err)
 	}
+	// flanneld's dual-stack Node: both families, each to its own address.
+	ann6 := flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")
+	ann6[a.PublicIPv6], ann6[a.BackendV6Data] = "fd77::3", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:13"}`
+	l, err = a.peerLease(kubeNode("n1", corev1.NodeSpec{PodCIDR: "10.244.3.0/24", PodCIDRs: []string{"10.244.3.0/24", "fd00:10:244:3::/64"}}, ann6))
+	if err != nil || l.Subnet != netip.MustParsePrefix("10.244.3.0/24") || l.IPv6Subnet != netip.MustParsePrefix("fd00:10:244:3::/64") ||
+		l.Attrs.PublicIPv6 != netip.MustParseAddr("fd77::3") || l.Attrs.BackendV6Data == nil || l.Attrs.BackendV6Data.VtepMAC.String() != "aa:bb:cc:dd:ee:13" {
+		t.Errorf("dual-stack peer: %+v %v", l, err)
+	}
+	// An IPv6-only one writes no public-ip and no backend-data.
+	only6 := map[string]string{a.KubeSubnetManager: "true", a.BackendType: "vxlan", a.PublicIPv6: "fd77::4", a.BackendV6Data: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:14"}`}
+	l, err = a.peerLease(kubeNode("n1", corev1.NodeSpec{PodCIDR: "fd00:10:244:4::/64"}, only6))
+	if err != nil || l.Subnet.IsValid() || l.IPv6Subnet != netip.MustParsePrefix("fd00:10:244:4::/64") || l.Attrs.PublicIP.IsValid() {
+		t.Errorf("IPv6-only peer: %+v %v", l, err)
+	}
 	// vxrouter's own, with partial checksums.
 	ann := flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")
 	ann[a.BackendData] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03","PartialCsum":true}`
@@ -145,10 +178,9 @@ func TestPeerLease(t *testing.T) {
 	}
 
 	notPeers := map[string]*corev1.Node{
-		"no annotations":    kubeNode("n", corev1.NodeSpec{PodCIDR: "10.244.3.0/24"}, nil),
-		"manager false":     kubeNode("n", corev1.NodeSpec{PodCIDR: "10.244.3.0/24"}, map[string]string{a.KubeSubnetManager: "false"}),
-		"no podCIDR":        kubeNode("n", corev1.NodeSpec{}, flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")),
-		"IPv6 podCIDR only": kubeNode("n", corev1.NodeSpec{PodCIDR: "fd00::/64"}, flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")),
+		"no annotations": kubeNode("n", corev1.NodeSpec{PodCIDR: "10.244.3.0/24"}, nil),
+		"manager false":  kubeNode("n", corev1.NodeSpec{PodCIDR: "10.244.3.0/24"}, map[string]string{a.KubeSubnetManager: "false"}),
+		"no podCIDR":     kubeNode("n", corev1.NodeSpec{}, flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")),
 	}
 	for what, n := range notPeers {
 		if _, err := a.peerLease(n); !errors.Is(err, errNotPeer) {
@@ -171,6 +203,16 @@ func TestPeerLease(t *testing.T) {
 		"three podCIDRs": func(_ map[string]string, s *corev1.NodeSpec) {
 			s.PodCIDRs = []string{"10.244.3.0/24", "fd00::/64", "fd01::/64"}
 		},
+		"two IPv6 podCIDRs": func(_ map[string]string, s *corev1.NodeSpec) { s.PodCIDRs = []string{"fd00::/64", "fd01::/64"} },
+		// An IPv4 node (public-ip) with an IPv6 podCIDR only.
+		"no podCIDR of its family": func(_ map[string]string, s *corev1.NodeSpec) { s.PodCIDR = "fd00::/64" },
+		"public-ipv6 not IPv6":     func(m map[string]string, _ *corev1.NodeSpec) { m[a.PublicIPv6] = "10.0.0.3" },
+		"backend-v6-data bad MAC": func(m map[string]string, _ *corev1.NodeSpec) {
+			m[a.PublicIPv6], m[a.BackendV6Data] = "fd77::3", `{"VNI":1,"VtepMAC":"zz"}`
+		},
+		"backend-v6-data, no public-ipv6": func(m map[string]string, _ *corev1.NodeSpec) {
+			m[a.BackendV6Data] = `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03"}`
+		},
 	}
 	for what, spoil := range bad {
 		ann := flannelAnnotations("10.0.0.3", "aa:bb:cc:dd:ee:03")
@@ -185,16 +227,22 @@ func TestPeerLease(t *testing.T) {
 // FuzzPeerLease: whatever a Node's spec and annotations hold, reading it
 // never panics, and what it accepts is a lease the node can route to.
 func FuzzPeerLease(f *testing.F) {
-	f.Add("true", "vxlan", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03"}`, "10.0.0.3", "10.244.3.0/24", "")
-	f.Add("true", "vxlan", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03","PartialCsum":true}`, "10.0.0.3", "10.244.3.0/24", "fd00::/64")
-	f.Add("true", "host-gw", `null`, "10.0.0.3", "fd00::/64", "10.244.3.0/24")
-	f.Add("true", "vxlan", `{"VNI":-1,"VtepMAC":""}`, "0.0.0.0", "0.0.0.0/0", "")
-	f.Add("true", "vxlan", `{"VNI":1e9,"VtepMAC":"aa:bb:cc:dd:ee:03:04:05"}`, "::ffff:10.0.0.3", "10.244.3.1/24", "x")
-	f.Add("false", "", "", "", "", "")
-	f.Add("true", "vxlan", `"just a string"`, "10.0.0.3%eth0", "10.244.3.0/33", "")
+	f.Add("true", "vxlan", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03"}`, "10.0.0.3", "", "", "10.244.3.0/24", "")
+	f.Add("true", "vxlan", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:03","PartialCsum":true}`, "10.0.0.3", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:13"}`, "fd77::3", "10.244.3.0/24", "fd00::/64")
+	f.Add("true", "vxlan", "", "", `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:13"}`, "fd77::3", "fd00::/64", "")
+	f.Add("true", "host-gw", `null`, "10.0.0.3", "null", "", "fd00::/64", "10.244.3.0/24")
+	f.Add("true", "vxlan", `{"VNI":-1,"VtepMAC":""}`, "0.0.0.0", "", "::", "0.0.0.0/0", "")
+	f.Add("true", "vxlan", `{"VNI":1e9,"VtepMAC":"aa:bb:cc:dd:ee:03:04:05"}`, "::ffff:10.0.0.3", "{", "fe80::1%eth0", "10.244.3.1/24", "x")
+	f.Add("false", "", "", "", "", "", "", "")
+	f.Add("true", "vxlan", `"just a string"`, "10.0.0.3%eth0", `[]`, "fd77::3", "10.244.3.0/33", "::ffff:10.0.0.0/120")
 	a, _ := NewAnnotations(DefaultAnnotationPrefix)
-	f.Fuzz(func(t *testing.T, managed, btype, bdata, publicIP, cidr1, cidr2 string) {
-		ann := map[string]string{a.KubeSubnetManager: managed, a.BackendType: btype, a.BackendData: bdata, a.PublicIP: publicIP}
+	f.Fuzz(func(t *testing.T, managed, btype, bdata, publicIP, bdata6, publicIPv6, cidr1, cidr2 string) {
+		ann := map[string]string{a.KubeSubnetManager: managed, a.BackendType: btype, a.BackendData: bdata, a.PublicIP: publicIP, a.BackendV6Data: bdata6, a.PublicIPv6: publicIPv6}
+		for k, v := range ann {
+			if v == "" && k != a.KubeSubnetManager {
+				delete(ann, k) // absent, as flanneld leaves what it does not write
+			}
+		}
 		spec := corev1.NodeSpec{PodCIDR: cidr1}
 		if cidr2 != "" {
 			spec.PodCIDRs = []string{cidr1, cidr2}
@@ -203,25 +251,29 @@ func FuzzPeerLease(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !l.Subnet.IsValid() || !l.Subnet.Addr().Is4() || l.Subnet.Masked() != l.Subnet {
-			t.Fatalf("accepted subnet %v", l.Subnet)
+		if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+			t.Fatal("accepted a lease with no subnet")
 		}
-		if !l.Attrs.PublicIP.Is4() || l.Attrs.PublicIP.IsUnspecified() {
-			t.Fatalf("accepted public IP %v", l.Attrs.PublicIP)
+		if l.Subnet.IsValid() && (!l.Subnet.Addr().Is4() || l.Subnet.Masked() != l.Subnet || !l.Attrs.PublicIP.Is4() || l.Attrs.PublicIP.IsUnspecified()) {
+			t.Fatalf("accepted IPv4 part %v to %v", l.Subnet, l.Attrs.PublicIP)
 		}
-		if l.Attrs.BackendType == "vxlan" && (len(l.Attrs.VtepMAC) != 6 || l.Attrs.VNI < 0 || l.Attrs.VNI >= 1<<24) {
+		if l.IPv6Subnet.IsValid() && (!l.IPv6Subnet.Addr().Is6() || l.IPv6Subnet.Masked() != l.IPv6Subnet || !l.Attrs.PublicIPv6.Is6() || l.Attrs.PublicIPv6.IsUnspecified()) {
+			t.Fatalf("accepted IPv6 part %v to %v", l.IPv6Subnet, l.Attrs.PublicIPv6)
+		}
+		if l.Attrs.BackendType != "vxlan" {
+			return
+		}
+		if l.Subnet.IsValid() && (len(l.Attrs.VtepMAC) != 6 || l.Attrs.VNI < 0 || l.Attrs.VNI >= 1<<24) {
 			t.Fatalf("accepted vxlan attrs %+v", l.Attrs)
 		}
 		// What was accepted can be written back and read again alike.
-		if l.Attrs.BackendType == "vxlan" {
-			back, err := a.want(l.Attrs, nil)
-			if err != nil {
-				t.Fatalf("accepted %+v, cannot write it: %v", l.Attrs, err)
-			}
-			again, err := a.peerLease(kubeNode("n", spec, back))
-			if err != nil || !again.Attrs.Equal(l.Attrs) || again.Subnet != l.Subnet {
-				t.Fatalf("round trip: %+v -> %v -> %+v %v", l, back, again, err)
-			}
+		back, err := a.want(l.Attrs, nil)
+		if err != nil {
+			t.Fatalf("accepted %+v, cannot write it: %v", l.Attrs, err)
+		}
+		again, err := a.peerLease(kubeNode("n", spec, back))
+		if err != nil || !again.Attrs.Equal(l.Attrs) || again.Subnet != l.Subnet || again.IPv6Subnet != l.IPv6Subnet {
+			t.Fatalf("round trip: %+v -> %v -> %+v %v", l, back, again, err)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,8 +77,9 @@ type Source struct {
 	name    string // our Node
 	ann     Annotations
 	cfg     *lease.Config
-	subnet  netip.Prefix // our podCIDR (IPv4), checked against cfg
-	nodeIP  netip.Addr   // node-public-ip, if set
+	subnet  netip.Prefix // our podCIDR of each family cfg carries, checked against it
+	subnet6 netip.Prefix
+	nodeIP  netip.Addr // node-public-ip, if set
 	setCond bool
 	timeout time.Duration
 	log     *slog.Logger
@@ -257,8 +259,9 @@ func (s *Source) apiErr(err error) error {
 	return err
 }
 
-// waitPodCIDR waits, as long as ctx lasts, for our Node to have an IPv4
-// podCIDR, and checks it against the config.
+// waitPodCIDR waits, as long as ctx lasts, for our Node to have a
+// podCIDR of each family the config carries, and checks each against its
+// network.
 func (s *Source) waitPodCIDR(ctx context.Context) error {
 	kick, done, err := s.watchNodes()
 	if err != nil {
@@ -272,18 +275,32 @@ func (s *Source) waitPodCIDR(ctx context.Context) error {
 		if err != nil {
 			return s.nodeErr(err)
 		}
-		subnet, err := podCIDR4(n)
+		v4, v6, err := podCIDRs(n)
 		if err != nil {
 			return fmt.Errorf("Node %q: %w", s.name, err)
 		}
-		if subnet.IsValid() {
-			if !s.cfg.Network.Contains(subnet.Addr()) || subnet.Bits() < s.cfg.Network.Bits() {
-				return fmt.Errorf("Node %q has podCIDR %s, outside Network %s of net-conf.json: the controller manager's --cluster-cidr and the Network must be the same network", s.name, subnet, s.cfg.Network)
+		have4, have6 := v4.IsValid() || !s.cfg.IPv4Enabled(), v6.IsValid() || !s.cfg.IPv6Enabled()
+		if have4 && have6 {
+			for _, f := range []struct {
+				subnet, network netip.Prefix
+				field, flag     string
+			}{
+				{v4, s.cfg.Network, "Network", "--cluster-cidr"},
+				{v6, s.cfg.IPv6Network, "IPv6Network", "--cluster-cidr's IPv6 CIDR"},
+			} {
+				if f.network.IsValid() && (!f.network.Contains(f.subnet.Addr()) || f.subnet.Bits() < f.network.Bits()) {
+					return fmt.Errorf("Node %q has podCIDR %s, outside %s %s of net-conf.json: the controller manager's %s and the %s must be the same network", s.name, f.subnet, f.field, f.network, f.flag, f.field)
+				}
 			}
 			if !waitingSince.IsZero() {
-				s.log.Info("podCIDR assigned", "pod-cidr", subnet, "after", time.Since(waitingSince).Round(time.Second))
+				s.log.Info("podCIDR assigned", "pod-cidrs", podCIDRList(n), "after", time.Since(waitingSince).Round(time.Second))
 			}
-			s.subnet = subnet
+			if s.cfg.IPv4Enabled() {
+				s.subnet = v4
+			}
+			if s.cfg.IPv6Enabled() {
+				s.subnet6 = v6
+			}
 			return nil
 		}
 		if waitingSince.IsZero() {
@@ -293,9 +310,9 @@ func (s *Source) waitPodCIDR(ctx context.Context) error {
 		// asked-about wait of flannel's ("pod cidr not assigned").
 		if time.Since(lastSaid) >= 30*time.Second {
 			lastSaid = time.Now()
-			s.log.Warn("waiting for the Node's podCIDR: the controller manager assigns it when run with --allocate-node-cidrs=true and --cluster-cidr="+s.cfg.Network.String()+
+			s.log.Warn("waiting for the Node's podCIDR: the controller manager assigns it when run with --allocate-node-cidrs=true and --cluster-cidr="+s.networks()+
 				" (kubeadm: --pod-network-cidr); or set it: kubectl patch node "+s.name+` -p '{"spec":{"podCIDR":"…","podCIDRs":["…"]}}'`,
-				"network", s.cfg.Network, "waiting", time.Since(waitingSince).Round(time.Second))
+				"pod-cidrs", podCIDRList(n), "waiting", time.Since(waitingSince).Round(time.Second))
 		}
 		select {
 		case <-ctx.Done():
@@ -339,16 +356,19 @@ func (s *Source) NodePublicIP() netip.Addr { return s.nodeIP }
 // Annotations are the annotation names this source reads and writes.
 func (s *Source) Annotations() Annotations { return s.ann }
 
-// Config is net-conf.json's config, with the podCIDRs' length as
-// SubnetLen: the controller manager's --node-cidr-mask-size, not the
-// config, decides it here (flannel ignores SubnetLen in this mode too).
+// Config is net-conf.json's config, with the podCIDRs' lengths as
+// SubnetLen and IPv6SubnetLen: the controller manager's
+// --node-cidr-mask-size, not the config, decides them here (flannel
+// ignores them in this mode too), and SubnetMin and SubnetMax mean
+// nothing.
 func (s *Source) Config(context.Context) (*lease.Config, error) {
-	if s.cfg.SubnetLen == s.subnet.Bits() {
-		return s.cfg, nil
-	}
 	c := *s.cfg
-	c.SubnetLen = s.subnet.Bits()
-	c.SubnetMin, c.SubnetMax = netip.Addr{}, netip.Addr{}
+	if s.subnet.IsValid() {
+		c.SubnetLen, c.SubnetMin, c.SubnetMax = s.subnet.Bits(), netip.Addr{}, netip.Addr{}
+	}
+	if s.subnet6.IsValid() {
+		c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax = s.subnet6.Bits(), netip.Addr{}, netip.Addr{}
+	}
 	b, err := c.MarshalJSON()
 	if err == nil {
 		var p *lease.Config
@@ -356,14 +376,36 @@ func (s *Source) Config(context.Context) (*lease.Config, error) {
 			return p, nil
 		}
 	}
-	return nil, fmt.Errorf("Node %q's podCIDR %s does not fit Network %s: %w", s.name, s.subnet, s.cfg.Network, err)
+	return nil, fmt.Errorf("Node %q's podCIDRs %s do not fit the networks of net-conf.json: %w", s.name, s.subnets(), err)
 }
 
-// Acquire writes attrs as the Node's annotations (flannel's, with
-// public-ip-overwrite honoured) and returns the lease on its podCIDR.
+// networks is the config's networks, for messages.
+func (s *Source) networks() string {
+	var out []string
+	for _, p := range []netip.Prefix{s.cfg.Network, s.cfg.IPv6Network} {
+		if p.IsValid() {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// subnets is our podCIDRs, for messages.
+func (s *Source) subnets() string {
+	var out []string
+	for _, p := range []netip.Prefix{s.subnet, s.subnet6} {
+		if p.IsValid() {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// AcquireSubnets writes attrs as the Node's annotations (flannel's, with
+// public-ip-overwrite honoured) and returns the lease on its podCIDRs.
 // previous and ttl mean nothing here: the controller manager assigns the
-// subnet and it lasts as long as the Node.
-func (s *Source) Acquire(ctx context.Context, cfg *lease.Config, attrs lease.Attrs, _ netip.Prefix, _ time.Duration) (*lease.Lease, error) {
+// subnets and they last as long as the Node.
+func (s *Source) AcquireSubnets(ctx context.Context, cfg *lease.Config, attrs lease.Attrs, _ []netip.Prefix, _ time.Duration) (*lease.Lease, error) {
 	n, err := s.lister.Get(s.name)
 	if err != nil {
 		return nil, s.nodeErr(err)
@@ -371,9 +413,12 @@ func (s *Source) Acquire(ctx context.Context, cfg *lease.Config, attrs lease.Att
 	if err := s.annotate(ctx, n, attrs); err != nil {
 		return nil, err
 	}
-	s.log.Info("Node annotated", "pod-cidr", s.subnet, "public-ip", attrs.PublicIP, "annotations", s.ann.Prefix+"…")
-	return &lease.Lease{Subnet: s.subnet, Attrs: attrs}, nil
+	s.log.Info("Node annotated", "pod-cidrs", s.subnets(), "public-ip", attrs.PublicIP, "public-ipv6", attrs.PublicIPv6, "annotations", s.ann.Prefix+"…")
+	return &lease.Lease{Subnet: s.subnet, IPv6Subnet: s.subnet6, Attrs: attrs}, nil
 }
+
+// LeaseKey names the Node that holds l.
+func (s *Source) LeaseKey(*lease.Lease) string { return "Node " + s.name }
 
 // annotate patches the Node's annotations that differ from what attrs
 // want, retrying until ctx ends; an error that retrying cannot mend
@@ -531,19 +576,25 @@ func (s *Source) KeepAlive(ctx context.Context, cfg *lease.Config, l *lease.Leas
 			_, err = s.client.CoreV1().Nodes().Get(gctx, s.name, metav1.GetOptions{})
 			cancel()
 			if apierrors.IsNotFound(err) {
-				return fmt.Errorf("Node %q was deleted from %s: this node's podCIDR %s may go to another; restart once the Node is back", s.name, s.host, cur.Subnet)
+				return fmt.Errorf("Node %q was deleted from %s: this node's podCIDRs %s may go to another; restart once the Node is back", s.name, s.host, s.subnets())
 			}
 			continue
 		}
 		if err != nil {
 			return s.nodeErr(err)
 		}
-		subnet, err := podCIDR4(n)
-		if err != nil || subnet != cur.Subnet {
-			if err != nil || !subnet.IsValid() {
-				return fmt.Errorf("Node %q's podCIDR changed from %s: %v", s.name, cur.Subnet, err)
+		v4, v6, err := podCIDRs(n)
+		if !s.cfg.IPv4Enabled() {
+			v4 = netip.Prefix{}
+		}
+		if !s.cfg.IPv6Enabled() {
+			v6 = netip.Prefix{}
+		}
+		if err != nil || v4 != cur.Subnet || v6 != cur.IPv6Subnet {
+			if err != nil || v4.IsValid() != cur.Subnet.IsValid() || v6.IsValid() != cur.IPv6Subnet.IsValid() {
+				return fmt.Errorf("Node %q's podCIDRs changed from %s to %q: %v", s.name, s.subnets(), podCIDRList(n), err)
 			}
-			cur.Subnet = subnet
+			cur.Subnet, cur.IPv6Subnet = v4, v6
 			if onChange != nil {
 				c := cur
 				onChange(&c)

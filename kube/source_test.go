@@ -132,7 +132,7 @@ func TestAcquire(t *testing.T) {
 	if cfg.Network != netip.MustParsePrefix("10.244.0.0/16") || cfg.SubnetLen != 24 {
 		t.Errorf("config %+v", cfg)
 	}
-	l, err := s.Acquire(k.ctx, cfg, attrs(t, "192.0.2.1", "d6:51:2e:80:5c:69", true), netip.Prefix{}, time.Hour)
+	l, err := s.AcquireSubnets(k.ctx, cfg, attrs(t, "192.0.2.1", "d6:51:2e:80:5c:69", true), nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestAcquire(t *testing.T) {
 		t.Errorf("annotations\n got %v\nwant %v", n.Annotations, want)
 	}
 	rv := n.ResourceVersion
-	if _, err := s.Acquire(k.ctx, cfg, attrs(t, "192.0.2.1", "d6:51:2e:80:5c:69", true), netip.Prefix{}, time.Hour); err != nil {
+	if _, err := s.AcquireSubnets(k.ctx, cfg, attrs(t, "192.0.2.1", "d6:51:2e:80:5c:69", true), nil, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if n := k.get("a"); n.ResourceVersion != rv {
@@ -185,7 +185,7 @@ func TestAcquireOverwrite(t *testing.T) {
 		t.Errorf("node-public-ip %v", s.NodePublicIP())
 	}
 	cfg, _ := s.Config(k.ctx)
-	if _, err := s.Acquire(k.ctx, cfg, attrs(t, "192.0.2.5", "d6:51:2e:80:5c:69", false), netip.Prefix{}, time.Hour); err != nil {
+	if _, err := s.AcquireSubnets(k.ctx, cfg, attrs(t, "192.0.2.5", "d6:51:2e:80:5c:69", false), nil, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if got := k.get("a").Annotations[k.ann.PublicIP]; got != "203.0.113.9" {
@@ -194,7 +194,7 @@ func TestAcquireOverwrite(t *testing.T) {
 
 	k.node("b", "10.244.8.0/24", map[string]string{k.ann.PublicIPOverwrite: "not-an-ip"})
 	sb := k.open("b")
-	_, err := sb.Acquire(k.ctx, cfg, attrs(t, "192.0.2.6", "d6:51:2e:80:5c:6a", false), netip.Prefix{}, time.Hour)
+	_, err := sb.AcquireSubnets(k.ctx, cfg, attrs(t, "192.0.2.6", "d6:51:2e:80:5c:6a", false), nil, time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "public-ip-overwrite") {
 		t.Errorf("bad overwrite: err = %v", err)
 	}
@@ -419,7 +419,7 @@ func TestKeepAlive(t *testing.T) {
 	s := k.open("a")
 	cfg, _ := s.Config(k.ctx)
 	a := attrs(t, "192.0.2.1", "d6:51:2e:80:5c:69", false)
-	l, err := s.Acquire(k.ctx, cfg, a, netip.Prefix{}, time.Hour)
+	l, err := s.AcquireSubnets(k.ctx, cfg, a, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,10 @@ type NodeOptions struct {
 	Dir    string   // the node's state directory; subnet.env and the log go in it too
 	Args   []string // more flags for `vxrouter run`
 	Env    []string // KEY=VALUE added to the caller's environment, e.g. another PATH
+	// Underlay is the flags that choose the underlay interface (--iface,
+	// --iface-regex, --iface-can-reach, --public-ip); default
+	// "--iface eth0".
+	Underlay []string
 	// Detach starts the node in a session of its own, so a terminal's
 	// Ctrl-C or hangup reaches only the caller, which stops it in order,
 	// and a node can outlive the caller (`vxrouter demo --keep`).
@@ -48,8 +52,8 @@ type Node struct {
 }
 
 // StartVXRouter starts `vxrouter run` in the host's namespace, with the
-// host's eth0 as underlay, and returns at once; WaitSubnet tells when it
-// is up.
+// host's eth0 as underlay unless o.Underlay says otherwise, and returns
+// at once; WaitSubnet tells when it is up.
 func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -66,13 +70,17 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"netns", "exec", h.NS, o.Binary, "run",
-		"--etcd-endpoints", o.Etcd,
-		"--iface", "eth0",
+	underlay := o.Underlay
+	if underlay == nil {
+		underlay = []string{"--iface", UnderlayDev}
+	}
+	args := []string{"netns", "exec", h.NS, o.Binary, "run", "--etcd-endpoints", o.Etcd}
+	args = append(args, underlay...)
+	args = append(args,
 		"--state-dir", o.Dir,
 		"--subnet-file", n.SubnetFile,
 		"--admin-socket", n.AdminSocket,
-	}
+	)
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
 	if len(o.Env) > 0 {
@@ -165,6 +173,7 @@ type NodePeer struct {
 	Port        uint16 `json:"port"`
 	VtepMAC     string `json:"vtep_mac"`
 	PartialCsum bool   `json:"partial_checksums"`
+	DirectRoute string `json:"direct_route"` // the via address of its direct route, if any
 }
 
 // Peers asks the node's admin endpoint for its route table.

@@ -14,7 +14,14 @@ func (n *Node) prepareMasq() error {
 	if !n.cfg.IPMasq {
 		return nil
 	}
-	m, err := masq.New([]netip.Prefix{n.overlay.Network}, masq.Options{
+	// Each family the overlay carries, as flannel masquerades each.
+	var clusters []netip.Prefix
+	for _, c := range []netip.Prefix{n.overlay.Network, n.overlay.IPv6Network} {
+		if c.IsValid() {
+			clusters = append(clusters, c)
+		}
+	}
+	m, err := masq.New(clusters, masq.Options{
 		NFTables:           n.overlay.EnableNFTables,
 		RandomFullyDisable: n.cfg.IPMasqRandomFullyDisable,
 		Log:                n.log,
@@ -31,7 +38,11 @@ func (n *Node) writeMasq() error {
 	if n.masq == nil {
 		return nil
 	}
-	return n.masq.Write([]masq.Network{{Cluster: n.overlay.Network, Pod: n.lease.Subnet}})
+	var nets []masq.Network
+	for _, r := range n.tunRoutes() {
+		nets = append(nets, masq.Network{Cluster: r.network, Pod: r.subnet})
+	}
+	return n.masq.Write(nets)
 }
 
 // removeMasq takes out the rules writeMasq put in, if it did: for a

@@ -8,10 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"vxrouter/encap"
@@ -26,12 +28,21 @@ import (
 type Config struct {
 	Etcd       clientv3.Config // Endpoints at least; TLS and auth when set
 	EtcdPrefix string          // default lease.DefaultPrefix
-	Iface      string          // underlay interface name or address; "" = default route's
+	Iface      []string        // underlay interfaces by name or address, the first usable wins; see below
 	PublicIP   netip.Addr      // overrides the interface's first IPv4
+	PublicIPv6 netip.Addr      // overrides the interface's first IPv6, in an overlay that carries IPv6
 	SubnetFile string          // where subnet.env goes
 	StateDir   string          // keeps the VTEP MAC across restarts
 	TunName    string          // default "vxr0"
 	LeaseTTL   time.Duration   // default lease.DefaultTTL
+
+	// Iface, IfaceRegex and IfaceCanReach choose the underlay interface
+	// as flanneld's flags of those names do (see underlayChoice); with
+	// none of them, it is the interface holding PublicIP, else the
+	// default route's.
+	IfaceRegex    []*regexp.Regexp
+	IfaceCanReach netip.Addr
+
 	// EtcdTimeout bounds the first contact with etcd (config and lease),
 	// or with Source; default 30s. Later outages are ridden out, not
 	// fatal.
@@ -68,6 +79,10 @@ type Config struct {
 	// source address; by default one whose source is not in the peer's
 	// subnet is dropped (route.Forwarder.CheckSources).
 	NoSourceCheck bool
+	// AutoProcs, when more than 1, has the node follow the load with
+	// GOMAXPROCS, from 1 up to AutoProcs: as many Ps as queues that carry
+	// traffic (see procs.go). 0 leaves GOMAXPROCS as it is.
+	AutoProcs int
 	// FullChecksums computes every inner TCP and UDP checksum, even for
 	// peers that take them pending, and does not say in the lease that
 	// this node takes them pending (lease.Attrs.PartialCsum).
@@ -99,10 +114,11 @@ type Node struct {
 	vtep     net.HardwareAddr
 	mtu      int
 
-	table *route.Table
-	fwd   *route.Forwarder
-	capt  captures
-	masq  *masq.Masq // nil without --ip-masq
+	table  *route.Table
+	fwd    *route.Forwarder
+	capt   captures
+	masq   *masq.Masq // nil without --ip-masq
+	direct *directRoutes
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -139,13 +155,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		f.Close()
 	}
 
-	if n.underlay, err = findUnderlay(cfg.Iface, cfg.PublicIP); err != nil {
+	if err := n.checkUnderlayFlags(); err != nil {
 		return nil, err
 	}
 	if n.vtep, err = loadOrCreateVTEP(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	n.log.Info("underlay", "iface", n.underlay.Name, "public-ip", n.underlay.PublicIP, "mtu", n.underlay.MTU, "vtep-mac", n.vtep.String())
 
 	if n.reg = cfg.Source; n.reg == nil {
 		if n.reg, err = dialEtcd(cfg); err != nil {
@@ -164,12 +179,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	n.mtu = n.overlay.Backend.MTU
-	if n.mtu == 0 {
-		n.mtu = n.underlay.MTU - encap.OverheadIPv4
+	// Which addresses the underlay needs depends on the families the
+	// config carries.
+	if n.underlay, err = n.findUnderlay(); err != nil {
+		return nil, err
 	}
-	if n.mtu < lease.MinMTU {
-		return nil, fmt.Errorf("overlay MTU %d is too small (underlay %s has MTU %d, VXLAN takes %d)", n.mtu, n.underlay.Name, n.underlay.MTU, encap.OverheadIPv4)
+	if n.mtu, err = overlayMTU(n.overlay, n.underlay, n.log); err != nil {
+		return nil, err
 	}
 	if err := n.prepareMasq(); err != nil {
 		return nil, err
@@ -201,7 +217,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.FixedSourcePort {
 		uo.SourcePool = 0
 	}
-	uls, err := tunnel.ListenUDPQueues(netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port)), len(devs), uo)
+	laddr, uo := listenAddr(n.underlay, n.overlay.Backend.Port, uo)
+	uls, err := tunnel.ListenUDPQueues(laddr, len(devs), uo)
 	if err != nil {
 		closeDevs()
 		return nil, fmt.Errorf("underlay socket: %w", err)
@@ -220,25 +237,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// The lease comes last of what can fail locally: a node that cannot
 	// open its device or bind its port must not leave a lease behind that
 	// peers would route to.
-	var previous netip.Prefix
+	var previous []netip.Prefix
 	if env, err := lease.ReadSubnetEnv(cfg.SubnetFile); err == nil {
-		previous = env.Subnet.Masked()
+		previous = []netip.Prefix{env.Lease(), env.IPv6Lease()}
 	}
-	attrs := lease.Attrs{
-		PublicIP:    n.underlay.PublicIP,
-		BackendType: "vxlan",
-		VNI:         n.overlay.Backend.VNI,
-		VtepMAC:     n.vtep,
-		PartialCsum: !cfg.FullChecksums,
-	}
-	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
+	attrs := n.leaseAttrs()
+	if n.lease, err = n.reg.AcquireSubnets(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
 	}
-	n.log.Info("lease acquired", "subnet", n.lease.Subnet, "public-ip", attrs.PublicIP, "vtep-mac", n.vtep.String(), "expires", expires(n.lease))
+	n.log.Info("lease acquired", "key", n.reg.LeaseKey(n.lease), "vtep-mac", n.vtep.String(), "expires", expires(n.lease))
 
 	dev := devs[0]
-	if err := configureTUN(dev.Name(), n.mtu, n.lease.Subnet, n.overlay.Network); err != nil {
+	if err := configureTUN(dev.Name(), n.mtu, n.tunRoutes()); err != nil {
 		closeAll()
 		return nil, err
 	}
@@ -248,24 +259,24 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		closeAll()
 		return nil, err
 	}
+	tun, err := netlink.LinkByName(dev.Name())
+	if err != nil {
+		closeAll()
+		return nil, fmt.Errorf("find tun %q: %w", dev.Name(), err)
+	}
+	n.direct = newDirectRoutes(n.overlay.Backend.DirectRouting, netlinkRoutes{}, tun.Attrs().Index, n.log)
 	gso, gro := uls[0].Offloads()
 	srcPorts := "fixed"
 	if !cfg.FixedSourcePort {
 		srcPorts = fmt.Sprintf("%d ports of %s", len(uls[0].SourcePorts()), cfg.SourcePorts)
 	}
-	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts)
+	n.log.Info("data plane", "tun-backend", backend, "queues", len(qs), "udp-gso", gso, "udp-gro", gro, "gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs-auto-max", cfg.AutoProcs, "partial-checksums", !cfg.FullChecksums, "anti-spoofing", !cfg.NoSourceCheck, "src-ports", srcPorts, "direct-routing", n.overlay.Backend.DirectRouting)
 	n.fwd = route.NewForwarderQueues(qs, n.table, dec, n.log)
 	n.fwd.CheckSources(!cfg.NoSourceCheck)
 	// The largest inner packet is what the underlay carries, whatever the
 	// TUN MTU is.
-	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), netip.Addr{}, min(n.mtu, n.underlay.MTU-encap.OverheadIPv4))
-	env := lease.SubnetEnv{
-		Network: n.overlay.Network,
-		Subnet:  netip.PrefixFrom(n.lease.Subnet.Addr().Next(), n.lease.Subnet.Bits()),
-		MTU:     n.mtu,
-		IPMasq:  n.masq != nil,
-	}
-	if err := lease.WriteSubnetEnv(cfg.SubnetFile, env); err != nil {
+	n.fwd.AnswerFrom(answerSource(n.overlay.Network, n.lease.Subnet), answerSource(n.overlay.IPv6Network, n.lease.IPv6Subnet), maxInner(n.overlay, n.underlay, n.mtu))
+	if err := lease.WriteSubnetEnv(cfg.SubnetFile, n.subnetEnv()); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("write %s: %w", cfg.SubnetFile, err)
 	}
@@ -280,7 +291,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 
-	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)
+	for _, r := range n.tunRoutes() {
+		n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", r.subnet.Addr(), "route", r.network, "subnet-file", cfg.SubnetFile)
+	}
 	return n, nil
 }
 
@@ -304,13 +317,20 @@ func (n *Node) Run(ctx context.Context) error {
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	// Room for an error from every goroutine below and leaseChanged, so
+	// that none blocks on sending it.
+	errc := make(chan error, 8)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				// The first error is what Run reports; a second one,
+				// racing it, must not block this goroutine forever.
+				select {
+				case errc <- fmt.Errorf("%s: %w", name, err):
+				default:
+				}
 			}
 			cancel()
 		}()
@@ -321,6 +341,9 @@ func (n *Node) Run(ctx context.Context) error {
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
 	if n.masq != nil {
 		run("ip masquerade", n.keepMasq)
+	}
+	if n.cfg.AutoProcs > 1 {
+		run("gomaxprocs", func(ctx context.Context) error { return n.tuneProcs(ctx, n.cfg.AutoProcs) })
 	}
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
@@ -342,11 +365,11 @@ func (n *Node) Run(ctx context.Context) error {
 // says so, and its supervisor restarts it on the new subnet.
 func (n *Node) leaseChanged(cancel context.CancelFunc, errc chan<- error) func(*lease.Lease) {
 	return func(l *lease.Lease) {
-		if l.Subnet == n.lease.Subnet {
-			n.log.Warn("lease re-acquired", "subnet", l.Subnet)
+		if l.Subnet == n.lease.Subnet && l.IPv6Subnet == n.lease.IPv6Subnet {
+			n.log.Warn("lease re-acquired", "key", l.KeyName())
 			return
 		}
-		errc <- fmt.Errorf("lease lost: subnet %s now belongs to another node and this one got %s; restart to use it", n.lease.Subnet, l.Subnet)
+		errc <- fmt.Errorf("lease lost: subnet %s now belongs to another node and this one got %s; restart to use it", n.lease.KeyName(), l.KeyName())
 		cancel()
 	}
 }
@@ -361,46 +384,16 @@ func (n *Node) peerEvents(evs []lease.Event) {
 		level = slog.LevelDebug
 	}
 	changes := make([]route.Change, 0, len(evs))
+	direct := make([]directChange, 0, len(evs))
 	for _, ev := range evs {
-		l := ev.Lease
-		if l.Subnet == n.lease.Subnet {
-			continue
-		}
-		if ev.Type == lease.Removed {
-			changes = append(changes, route.Change{Subnet: l.Subnet, Delete: true})
-			n.log.Log(context.Background(), level, "peer removed", "subnet", l.Subnet)
-			continue
-		}
-		// A key that parses can still be no peer: a subnet outside the
-		// overlay (0.0.0.0/0 would swallow every route) or of another
-		// length, or one that names this node's own address (a loop).
-		if !n.overlay.Network.Contains(l.Subnet.Addr()) || l.Subnet.Bits() != n.overlay.SubnetLen {
-			n.log.Warn("peer skipped: subnet is not one of the overlay's", "subnet", l.Subnet, "network", n.overlay.Network, "subnet-len", n.overlay.SubnetLen)
-			continue
-		}
-		if l.Attrs.PublicIP == n.underlay.PublicIP {
-			n.log.Warn("peer skipped: it has this node's public IP", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP)
-			continue
-		}
-		if l.Attrs.BackendType != "vxlan" {
-			n.log.Warn("peer skipped: not a vxlan lease", "subnet", l.Subnet, "backend", l.Attrs.BackendType)
-			continue
-		}
-		if l.Attrs.VNI != n.overlay.Backend.VNI {
-			n.log.Warn("peer skipped: other VNI", "subnet", l.Subnet, "vni", l.Attrs.VNI, "ours", n.overlay.Backend.VNI)
-			continue
-		}
-		changes = append(changes, route.Change{
-			Subnet:      l.Subnet,
-			Addr:        netip.AddrPortFrom(l.Attrs.PublicIP, uint16(n.overlay.Backend.Port)),
-			VTEP:        l.Attrs.VtepMAC,
-			PartialCsum: l.Attrs.PartialCsum && !n.cfg.FullChecksums,
-		})
-		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String(), "partial-checksums", l.Attrs.PartialCsum)
+		c, d := n.peerChanges(ev, level)
+		changes = append(changes, c...)
+		direct = append(direct, d...)
 	}
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)
 	}
+	n.direct.Apply(direct)
 	if level == slog.LevelDebug {
 		n.log.Info("peers updated", "events", len(evs), "peers", n.table.Len())
 	}
@@ -417,11 +410,16 @@ const (
 // (--capture-limit, the admin endpoint's &limit=).
 const DefaultCaptureLimit = 64 << 20
 
-// DefaultPollYields is `vxrouter run`'s --poll-yields: measured with
-// `vxrouter bench --scenarios vxrouter-offload` on a 2-CPU VM, 3 gave one
-// TCP stream 6-12% more and UDP floods 15-30% more than 0, for about
-// 0.05-0.1 ms more round trip at the median.
-const DefaultPollYields = 3
+// DefaultPollYields is `vxrouter run`'s --poll-yields. 0: a loop that
+// finds nothing sleeps at once. Yielding first (3) gave one TCP stream
+// 6-12% more on an idle 2-CPU VM (an earlier measurement), but each yield
+// hands the CPU to whatever else runs while the loop keeps Go's only P,
+// and on a machine with other work that costs more than it gains:
+// `vxrouter bench --scenarios vxrouter-offload --tests tcp1,latency
+// --run-arg=--poll-yields=0|3`, three alternated pairs on a loaded 2-CPU
+// VM (2026-12-06): one stream 4.68/4.93/5.08 against 4.27/4.49/4.83
+// Gbit/s, round trip p50 0.080-0.082 against 0.117-0.127 ms.
+const DefaultPollYields = 0
 
 // answerSource is the address the node's ICMP answers come from: the
 // overlay network's first address, which flannel never hands out (the

@@ -19,15 +19,18 @@ import (
 // a Source as it is); the Kubernetes API, as flanneld's
 // --kube-subnet-mgr uses it, is the other (package kube).
 //
-// The node calls Config, then Acquire, in Start; WatchBatches and
+// The node calls Config, then AcquireSubnets, in Start; WatchBatches and
 // KeepAlive run side by side in Run until its context ends.
 type Source interface {
 	// Config returns the overlay's config.
 	Config(ctx context.Context) (*lease.Config, error)
-	// Acquire takes this node's subnet and publishes attrs for its peers.
-	// previous is the subnet of the last subnet.env, ttl the lease's life;
-	// a source that assigns subnets itself may ignore both.
-	Acquire(ctx context.Context, cfg *lease.Config, attrs lease.Attrs, previous netip.Prefix, ttl time.Duration) (*lease.Lease, error)
+	// AcquireSubnets takes this node's subnet of each family the config
+	// carries and publishes attrs for its peers. previous are the subnets
+	// of the last subnet.env, ttl the lease's life; a source that assigns
+	// subnets itself may ignore both.
+	AcquireSubnets(ctx context.Context, cfg *lease.Config, attrs lease.Attrs, previous []netip.Prefix, ttl time.Duration) (*lease.Lease, error)
+	// LeaseKey names where l is kept, for the log.
+	LeaseKey(l *lease.Lease) string
 	// WatchBatches hands fn every peer's lease, first all it knows then
 	// each change, until ctx ends; see lease.Registry.WatchBatches.
 	WatchBatches(ctx context.Context, fn func([]lease.Event)) error

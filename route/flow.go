@@ -34,11 +34,11 @@ func mix(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// packetFlow is FlowHash of an IP packet read from the TUN device
-// (destination has checked its fixed header). A fragment after the
+// PacketFlow is FlowHash of an IP packet read from the TUN device (its
+// fixed IP header must be there: the forwarder has checked it). A fragment after the
 // first, or a packet too short for its ports, hashes by addresses and
 // protocol alone; IPv6 extension headers are not followed.
-func packetFlow(pkt []byte) uint32 {
+func PacketFlow(pkt []byte) uint32 {
 	var src, dst netip.Addr
 	var proto uint8
 	var l4 []byte
@@ -64,4 +64,15 @@ func packetFlow(pkt []byte) uint32 {
 		}
 	}
 	return FlowHash(netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), proto)
+}
+
+// flowKey4 is what PacketFlow hashes of an IPv4 packet without options
+// and not a later fragment, exactly: the addresses, and the ports and
+// protocol. ok is false for anything else. It tells, cheaply, whether a
+// packet is of the same flow as the one before.
+func flowKey4(pkt []byte) (key [2]uint64, ok bool) {
+	if len(pkt) < 24 || pkt[0] != 0x45 || binary.BigEndian.Uint16(pkt[6:8])&0x1fff != 0 {
+		return key, false
+	}
+	return [2]uint64{binary.LittleEndian.Uint64(pkt[12:20]), uint64(binary.LittleEndian.Uint32(pkt[20:24])) | uint64(pkt[9])<<32}, true
 }

@@ -32,6 +32,9 @@ type Forwarder struct {
 	Counters
 
 	queues []Queue
+	// moved counts, per queue, the bytes its two loops carried (both
+	// directions): how the load spreads over the queues.
+	moved  []atomic.Uint64
 	table  *Table
 	dec    encap.Decoder
 	log    *slog.Logger
@@ -124,7 +127,18 @@ func NewForwarderQueues(queues []Queue, table *Table, dec encap.Decoder, log *sl
 			l.LeaveChecksums(table.PartialCsum)
 		}
 	}
-	return &Forwarder{queues: queues, table: table, dec: dec, log: log}
+	return &Forwarder{queues: queues, moved: make([]atomic.Uint64, len(queues)), table: table, dec: dec, log: log}
+}
+
+// QueueBytes returns, for each queue, the bytes its loops have carried so
+// far, both directions: one flow stays on one queue, so this tells how
+// many queues (and CPUs) the traffic can use.
+func (f *Forwarder) QueueBytes() []uint64 {
+	out := make([]uint64, len(f.moved))
+	for i := range f.moved {
+		out[i] = f.moved[i].Load()
+	}
+	return out
 }
 
 // Run forwards in both directions until ctx ends or one side fails for
@@ -149,9 +163,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 	loops := 2 * len(f.queues)
 	errc := make(chan error, loops)
-	for _, q := range f.queues {
-		go func() { errc <- f.tunToUnderlay(ctx, q) }()
-		go func() { errc <- f.underlayToTUN(ctx, q) }()
+	for i, q := range f.queues {
+		go func() { errc <- f.tunToUnderlay(ctx, q, &f.moved[i]) }()
+		go func() { errc <- f.underlayToTUN(ctx, q, &f.moved[i]) }()
 	}
 	err := <-errc
 	cancel() // stop the other loops
@@ -200,7 +214,7 @@ func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (sto
 
 // tunToUnderlay reads IP packets from the TUN device, encapsulates each for
 // the peer owning its destination and sends them to the peers in batches.
-func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
+func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue, moved *atomic.Uint64) error {
 	batch := max(q.Dev.BatchSize(), 1)
 	mtu, err := q.Dev.MTU()
 	if err != nil || mtu <= 0 {
@@ -265,6 +279,7 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 		}
 		f.TxPackets.Add(uint64(sent))
 		f.TxBytes.Add(bytes)
+		moved.Add(bytes)
 		if err != nil {
 			if stop, err := f.writeFailed(ctx, "underlay", err, len(out)-sent, &f.SendErrors); stop {
 				return err
@@ -349,6 +364,9 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 	}()
 	answering := f.answer4.IsValid() || f.answer6.IsValid()
+	var lastFlow [2]uint64 // flowKey4 of the last packet hashed, if haveFlow
+	var haveFlow bool
+	var lastHash uint32
 	for i, buf := range bufs {
 		pkt := buf[Headroom : Headroom+sizes[i]]
 		dst, r := destination(pkt)
@@ -389,7 +407,12 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		out = append(out, frame)
 		to = append(to, p.Addr)
 		if flows != nil {
-			flows = append(flows, packetFlow(pkt))
+			// A batch is mostly one flow's segments: hash a flow once.
+			if k, ok := flowKey4(pkt); !ok || !haveFlow || k != lastFlow {
+				lastHash = PacketFlow(pkt)
+				lastFlow, haveFlow = k, ok
+			}
+			flows = append(flows, lastHash)
 		}
 	}
 	return out, to, flows, answers
@@ -450,7 +473,7 @@ func destination(pkt []byte) (netip.Addr, encap.Reason) {
 // An underlay that lends its datagrams (tunnel.ViewReader, the UDP socket)
 // is read without a copy: the inner packets go to the TUN device straight
 // from the socket's buffers.
-func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
+func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue, moved *atomic.Uint64) error {
 	batch := max(q.Underlay.BatchSize(), 1)
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
@@ -506,6 +529,7 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		}
 		f.RxBytes.Add(bytes)
 		f.RxPackets.Add(uint64(written))
+		moved.Add(bytes)
 		if err != nil {
 			if stop, err := f.writeFailed(ctx, "tun", err, len(out)-taken, &f.WriteErrors); stop {
 				return err

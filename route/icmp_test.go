@@ -162,7 +162,7 @@ func BenchmarkPacketFlow(b *testing.B) {
 	b.ReportAllocs()
 	var h uint32
 	for b.Loop() {
-		h += packetFlow(pkt)
+		h += PacketFlow(pkt)
 	}
 	_ = h
 }

@@ -66,7 +66,8 @@ func (u *UDP) openSourcePool(n int, r PortRange, o UDPOptions) (err error) {
 	if r != (PortRange{}) {
 		n = min(n, size)
 	}
-	po := UDPOptions{NoGSO: o.NoGSO, NoGRO: true}
+	// A dual-stack socket's pool sends from its source addresses too.
+	po := UDPOptions{NoGSO: o.NoGSO, NoGRO: true, Source4: o.Source4, Source6: o.Source6}
 	for i := range n {
 		var s *UDP
 		if r == (PortRange{}) {
@@ -101,8 +102,10 @@ func (u *UDP) openSourcePool(n int, r PortRange, o UDPOptions) (err error) {
 }
 
 func (u *UDP) closePool() {
-	for _, s := range u.pool {
-		s.Close()
+	if !u.sharedPool {
+		for _, s := range u.pool {
+			s.Close()
+		}
 	}
 	u.pool = nil
 }

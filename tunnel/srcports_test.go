@@ -85,3 +85,22 @@ func TestParsePortRange(t *testing.T) {
 		t.Errorf("ParsePortRange = %v, %v", r, err)
 	}
 }
+
+// TestSourcePoolShared: the queues of one address share one source pool,
+// so a flow the TUN device moves to another queue keeps its port; only
+// the first queue's Close closes it.
+func TestSourcePoolShared(t *testing.T) {
+	us, err := ListenUDPQueues(netip.MustParseAddrPort("127.0.0.1:0"), 2, UDPOptions{SourcePool: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer us[0].Close()
+	if a, b := us[0].SourcePorts(), us[1].SourcePorts(); !slices.Equal(a, b) || len(a) != 4 {
+		t.Fatalf("queue ports %v and %v, want one pool of 4", a, b)
+	}
+	us[1].Close()
+	rcv := listen(t, "127.0.0.1")
+	if n, err := us[0].WriteFlows([][]byte{[]byte("after the other queue closed")}, []netip.AddrPort{rcv.LocalAddr()}, []uint32{1}); n != 1 || err != nil {
+		t.Fatalf("WriteFlows after the second queue's Close = %d, %v", n, err)
+	}
+}

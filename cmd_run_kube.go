@@ -61,10 +61,15 @@ func kubeSource(ctx context.Context, c *cli.Context, cfg *node.Config, log *slog
 	}
 	cfg.Source = src
 	cfg.EtcdTimeout = timeout
-	// An operator's node-public-ip wins over --public-ip, as in flanneld.
+	// An operator's node-public-ip wins over --public-ip, as in flanneld,
+	// and node-public-ipv6 over --public-ipv6.
 	if ip := src.NodePublicIP(); ip.IsValid() {
 		log.Info("public IP from the Node's annotation", "public-ip", ip)
 		cfg.PublicIP = ip
+	}
+	if ip := src.NodePublicIPv6(); ip.IsValid() {
+		log.Info("public IPv6 from the Node's annotation", "public-ipv6", ip)
+		cfg.PublicIPv6 = ip
 	}
 	return src, nil
 }

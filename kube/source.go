@@ -79,7 +79,8 @@ type Source struct {
 	cfg     *lease.Config
 	subnet  netip.Prefix // our podCIDR of each family cfg carries, checked against it
 	subnet6 netip.Prefix
-	nodeIP  netip.Addr // node-public-ip, if set
+	nodeIP  netip.Addr // node-public-ip, if set (else unspecified)
+	nodeIP6 netip.Addr // node-public-ipv6, likewise
 	setCond bool
 	timeout time.Duration
 	log     *slog.Logger
@@ -166,12 +167,13 @@ func Open(ctx context.Context, o Options) (_ *Source, err error) {
 	if err != nil {
 		return nil, s.nodeErr(err)
 	}
-	if v := n.Annotations[s.ann.NodePublicIP]; v != "" {
-		ip, err := netip.ParseAddr(v)
-		if err != nil || !ip.Is4() || ip.IsUnspecified() {
-			return nil, fmt.Errorf("Node %q: annotation %s=%q is not an IPv4 address: fix or remove it", s.name, s.ann.NodePublicIP, v)
-		}
-		s.nodeIP = ip
+	// An operator's own address for the node: overwrite's check, with no
+	// address of the node's own to fall back to.
+	if s.nodeIP, err = overwrite(s.ann.NodePublicIP, n.Annotations, netip.IPv4Unspecified()); err != nil {
+		return nil, fmt.Errorf("Node %q: %w", s.name, err)
+	}
+	if s.nodeIP6, err = overwrite(s.ann.NodePublicIPv6, n.Annotations, netip.IPv6Unspecified()); err != nil {
+		return nil, fmt.Errorf("Node %q: %w", s.name, err)
 	}
 	return s, nil
 }
@@ -351,7 +353,18 @@ func (s *Source) NodeName() string { return s.name }
 // NodePublicIP is the Node's node-public-ip annotation, invalid if unset:
 // the node's own address, as --public-ip (flanneld lets it win over the
 // flag).
-func (s *Source) NodePublicIP() netip.Addr { return s.nodeIP }
+func (s *Source) NodePublicIP() netip.Addr { return set(s.nodeIP) }
+
+// NodePublicIPv6 is the node-public-ipv6 annotation, as --public-ipv6.
+func (s *Source) NodePublicIPv6() netip.Addr { return set(s.nodeIP6) }
+
+// set is a, invalid if it is unspecified.
+func set(a netip.Addr) netip.Addr {
+	if a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
 
 // Annotations are the annotation names this source reads and writes.
 func (s *Source) Annotations() Annotations { return s.ann }

@@ -179,10 +179,10 @@ func TestAcquire(t *testing.T) {
 // is written.
 func TestAcquireOverwrite(t *testing.T) {
 	k := newCluster(t, kubetest.Options{})
-	k.node("a", "10.244.7.0/24", map[string]string{k.ann.PublicIPOverwrite: "203.0.113.9", k.ann.NodePublicIP: "192.0.2.5"})
+	k.node("a", "10.244.7.0/24", map[string]string{k.ann.PublicIPOverwrite: "203.0.113.9", k.ann.NodePublicIP: "192.0.2.5", k.ann.NodePublicIPv6: "fd77::5"})
 	s := k.open("a")
-	if s.NodePublicIP() != netip.MustParseAddr("192.0.2.5") {
-		t.Errorf("node-public-ip %v", s.NodePublicIP())
+	if s.NodePublicIP() != netip.MustParseAddr("192.0.2.5") || s.NodePublicIPv6() != netip.MustParseAddr("fd77::5") {
+		t.Errorf("node-public-ip %v, node-public-ipv6 %v", s.NodePublicIP(), s.NodePublicIPv6())
 	}
 	cfg, _ := s.Config(k.ctx)
 	if _, err := s.AcquireSubnets(k.ctx, cfg, attrs(t, "192.0.2.5", "d6:51:2e:80:5c:69", false), nil, time.Hour); err != nil {

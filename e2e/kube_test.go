@@ -102,17 +102,18 @@ func (o *overlay) kube() *kubeCluster {
 
 // node registers a Node as kubelet does (with an annotation of its own
 // and NetworkUnavailable=True, as a cluster whose network is not up has
-// it), with podCIDR as the controller manager assigns it ("" for none
-// yet), and more annotations.
-func (k *kubeCluster) node(name, podCIDR string, ann map[string]string) {
+// it), with podCIDRs as the controller manager assigns them ("" for none
+// yet, "v4,v6" for dual-stack), and more annotations.
+func (k *kubeCluster) node(name, podCIDRs string, ann map[string]string) {
 	k.o.t.Helper()
 	a := map[string]string{"node.alpha.kubernetes.io/ttl": "0"}
 	for key, v := range ann {
 		a[key] = v
 	}
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: a}}
-	if podCIDR != "" {
-		n.Spec = corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}
+	if podCIDRs != "" {
+		cidrs := strings.Split(podCIDRs, ",")
+		n.Spec = corev1.NodeSpec{PodCIDR: cidrs[0], PodCIDRs: cidrs}
 	}
 	if _, err := k.c.CoreV1().Nodes().Create(k.o.ctx, n, metav1.CreateOptions{}); err != nil {
 		k.o.t.Fatal(err)
@@ -143,18 +144,24 @@ func (k *kubeCluster) start(h *lab.Host, name string, more ...string) (*lab.Node
 }
 
 // checkNode checks what a vxrouter node wrote on its Node: flannel's
-// annotations with its address and VTEP MAC, and NetworkUnavailable=False
-// with flannel's reason.
-func (k *kubeCluster) checkNode(name string, publicIP netip.Addr, vtep string) {
+// annotations with its addresses (publicIPv6 invalid in an IPv4
+// overlay) and VTEP MAC, and NetworkUnavailable=False with flannel's
+// reason.
+func (k *kubeCluster) checkNode(name string, publicIP, publicIPv6 netip.Addr, vtep string) {
 	t := k.o.t
 	t.Helper()
 	n := k.get(name)
+	data := `{"VNI":1,"VtepMAC":"` + vtep + `","PartialCsum":true}`
 	want := map[string]string{
 		kubePrefix + "kube-subnet-manager": "true",
 		kubePrefix + "backend-type":        "vxlan",
-		kubePrefix + "backend-data":        `{"VNI":1,"VtepMAC":"` + vtep + `","PartialCsum":true}`,
+		kubePrefix + "backend-data":        data,
 		kubePrefix + "public-ip":           publicIP.String(),
 		"node.alpha.kubernetes.io/ttl":     "0",
+	}
+	if publicIPv6.IsValid() {
+		want[kubePrefix+"backend-v6-data"] = data
+		want[kubePrefix+"public-ipv6"] = publicIPv6.String()
 	}
 	for key, v := range want {
 		if n.Annotations[key] != v {
@@ -175,17 +182,6 @@ func (k *kubeCluster) checkNode(name string, publicIP netip.Addr, vtep string) {
 		}
 		return fmt.Errorf("no NetworkUnavailable condition")
 	})
-}
-
-// vtepOf is a vxrouter node's VTEP MAC, as it keeps it in its state
-// directory.
-func vtepOf(t *testing.T, n *lab.Node) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(n.Dir, "vtep-mac"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // TestKubeOverlay: two vxrouter nodes in Kubernetes mode, no etcd of the
@@ -213,8 +209,8 @@ func TestKubeOverlay(t *testing.T) {
 	o.mustPing(p2, p1)
 	o.mustCarry(p1, p2)
 	o.mustCarry(p2, p1)
-	k.checkNode("n1", h1.Underlay, vtepOf(t, n1))
-	k.checkNode("n2", h2.Underlay, vtepOf(t, n2))
+	k.checkNode("n1", h1.Underlay, netip.Addr{}, vtepMAC(t, n1))
+	k.checkNode("n2", h2.Underlay, netip.Addr{}, vtepMAC(t, n2))
 	// Nothing went to etcd: the overlay's own keys are the config alone.
 	if leases, _, err := o.reg.Leases(o.ctx); err != nil || len(leases) != 0 {
 		t.Errorf("leases in etcd: %v %v", leases, err)
@@ -321,7 +317,7 @@ func TestKubeMixed(t *testing.T) {
 	o.mustPing(pf, pv)
 	o.mustCarry(pv, pf)
 	o.mustCarry(pf, pv)
-	k.checkNode("vx", hv.Underlay, vtepOf(t, nv))
+	k.checkNode("vx", hv.Underlay, netip.Addr{}, vtepMAC(t, nv))
 	// The flanneld node's Node is as it wrote it.
 	if got := k.get("flannel").Annotations[kubePrefix+"backend-data"]; got != `{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"}` {
 		t.Errorf("flanneld's backend-data changed to %s", got)
@@ -411,5 +407,32 @@ func TestKubeBadInput(t *testing.T) {
 	if env.Subnet != netip.MustParsePrefix("172.16.33.1/24") {
 		t.Errorf("subnet.env %s", env.Subnet)
 	}
-	k.checkNode("late", h.Underlay, vtepOf(t, n))
+	k.checkNode("late", h.Underlay, netip.Addr{}, vtepMAC(t, n))
+}
+
+// TestKubeDualStack: in a dual-stack cluster (podCIDRs of both families,
+// net-conf.json with EnableIPv6), two vxrouter nodes take both podCIDRs,
+// write backend-v6-data and public-ipv6 beside the IPv4 annotations, and
+// their pods ping and carry TCP and UDP over IPv4 and IPv6, both ways.
+func TestKubeDualStack(t *testing.T) {
+	o := newOverlay(t, dualNetwork)
+	k := o.kube()
+	k.node("d1", "172.16.11.0/24,fd00:16:0:11::/64", nil)
+	k.node("d2", "fd00:16:0:22::/64,172.16.22.0/24", nil)
+	h1, h2 := o.host("d1"), o.host("d2")
+	n1, env1 := k.start(h1, "d1")
+	n2, env2 := k.start(h2, "d2")
+	if env1.Lease() != netip.MustParsePrefix("172.16.11.0/24") || env1.IPv6Lease() != netip.MustParsePrefix("fd00:16:0:11::/64") ||
+		env2.Lease() != netip.MustParsePrefix("172.16.22.0/24") || env2.IPv6Lease() != netip.MustParsePrefix("fd00:16:0:22::/64") {
+		t.Fatalf("subnet.env %+v and %+v, want the podCIDRs", env1, env2)
+	}
+	p1, p2 := o.podOf(h1, env1), o.podOf(h2, env2)
+	for _, c := range []struct{ from, to *lab.Pod }{{p1, p2}, {p2, p1}} {
+		o.mustPingAddr(c.from, c.to.Addr)
+		o.mustPingAddr(c.from, c.to.Addr6)
+		o.mustCarryTo(c.from, c.to, c.to.Addr)
+		o.mustCarryTo(c.from, c.to, c.to.Addr6)
+	}
+	k.checkNode("d1", h1.Underlay, h1.Underlay6, vtepMAC(t, n1))
+	k.checkNode("d2", h2.Underlay, h2.Underlay6, vtepMAC(t, n2))
 }

@@ -23,7 +23,7 @@ type Annotations struct {
 	KubeSubnetManager string // "true": this Node's subnet manager is the Kubernetes API; only such Nodes are peers
 	BackendType       string // "vxlan"
 	BackendData       string // {"VNI":1,"VtepMAC":"…"}, as the etcd lease's BackendData
-	BackendV6Data     string // the same for the IPv6 overlay (not written: vxrouter carries IPv4)
+	BackendV6Data     string // the same for the IPv6 overlay
 	PublicIP          string // the address peers send to
 	PublicIPv6        string
 	// PublicIPOverwrite, set by an operator, is written as PublicIP

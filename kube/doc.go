@@ -4,13 +4,16 @@
 //
 //   - Source (Open), a node.Source: the overlay's config from
 //     net-conf.json (the JSON of etcd's config key), the lease from the
-//     Node's spec.podCIDR (the IPv4 one of spec.podCIDRs), which the
-//     controller manager assigns and which must lie in Network;
+//     Node's spec.podCIDR, or its podCIDRs of both families in a
+//     dual-stack overlay, which the controller manager assigns and which
+//     must lie in Network (IPv6Network);
 //   - the annotations that publish a node to its peers, flannel's names
 //     under --kube-annotation-prefix (Annotations): kube-subnet-manager,
 //     backend-type, backend-data ({"VNI":1,"VtepMAC":…}, byte for byte
-//     the etcd lease's BackendData) and public-ip, with an operator's
-//     public-ip-overwrite and node-public-ip honoured;
+//     the etcd lease's BackendData) and public-ip, backend-v6-data and
+//     public-ipv6 for the IPv6 overlay, with an operator's
+//     public-ip-overwrite and node-public-ip (and their IPv6 twins)
+//     honoured;
 //   - the Node's NetworkUnavailable condition, set to False (reason
 //     FlannelIsUp) once the node forwards;
 //   - peers from a Node informer: every other Node with

@@ -314,7 +314,7 @@ func (s *Source) waitPodCIDR(ctx context.Context) error {
 			lastSaid = time.Now()
 			s.log.Warn("waiting for the Node's podCIDR: the controller manager assigns it when run with --allocate-node-cidrs=true and --cluster-cidr="+s.networks()+
 				" (kubeadm: --pod-network-cidr); or set it: kubectl patch node "+s.name+` -p '{"spec":{"podCIDR":"…","podCIDRs":["…"]}}'`,
-				"pod-cidrs", podCIDRList(n), "waiting", time.Since(waitingSince).Round(time.Second))
+				"missing", missingFamilies(have4, have6), "pod-cidrs", podCIDRList(n), "waiting", time.Since(waitingSince).Round(time.Second))
 		}
 		select {
 		case <-ctx.Done():
@@ -323,6 +323,17 @@ func (s *Source) waitPodCIDR(ctx context.Context) error {
 		case <-time.After(30 * time.Second):
 		}
 	}
+}
+
+// missingFamilies says which podCIDRs a Node still lacks.
+func missingFamilies(have4, have6 bool) string {
+	switch {
+	case !have4 && !have6:
+		return "IPv4 and IPv6"
+	case !have4:
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // watchNodes returns a channel that receives (without blocking the

@@ -248,6 +248,39 @@ func TestOpenWaitsForPodCIDR(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Open did not see the podCIDR")
 	}
+
+	// A dual-stack overlay waits for both, and says which are missing;
+	// the lengths of the podCIDRs are the config's.
+	k.node("b", "", nil)
+	dualConf := filepath.Join(t.TempDir(), "dual.json")
+	os.WriteFile(dualConf, []byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:244::/56","Backend":{"Type":"vxlan"}}`), 0o644)
+	var buf2 syncBuffer
+	o := k.options("b", slog.New(slog.NewTextHandler(&buf2, nil)))
+	o.NetConfPath = dualConf
+	go func() {
+		s, err := Open(k.ctx, o)
+		done <- result{s, err}
+	}()
+	within(t, 20*time.Second, "the wait is logged", func() error {
+		if s := buf2.String(); !strings.Contains(s, `missing="IPv4 and IPv6"`) {
+			return fmt.Errorf("log: %s", s)
+		}
+		return nil
+	})
+	k.patch("b", `{"spec":{"podCIDR":"10.244.5.0/25","podCIDRs":["10.244.5.0/25","fd00:244:0:5::/80"]}}`)
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		defer r.s.Close()
+		cfg, err := r.s.Config(k.ctx)
+		if err != nil || r.s.subnet6 != netip.MustParsePrefix("fd00:244:0:5::/80") || cfg.SubnetLen != 25 || cfg.IPv6SubnetLen != 80 {
+			t.Errorf("subnets %s %s, config %+v %v", r.s.subnet, r.s.subnet6, cfg, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Open did not see the podCIDRs")
+	}
 }
 
 // TestOpenErrors: what cannot work is a clear error from Open, before

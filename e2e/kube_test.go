@@ -52,6 +52,7 @@ func (o *overlay) kube() *kubeCluster {
 		})
 		return c, err
 	}
+	k := &kubeCluster{o: o, kubeconfig: filepath.Join(dir, "kubeconfig"), netConf: filepath.Join(dir, "net-conf.json")}
 	api, err := kubetest.Start(o.ctx, kubetest.Options{
 		Binary:  bin,
 		Dir:     dir,
@@ -76,14 +77,17 @@ func (o *overlay) kube() *kubeCluster {
 			}
 		}
 		o.nodes = nil
-		if err := api.Close(); err != nil {
+		if k.api == nil {
+			return // stopped by the test
+		}
+		if err := k.api.Close(); err != nil {
 			o.t.Error(err)
 		}
 		if o.t.Failed() {
-			o.t.Logf("--- kube-apiserver log (last 40 lines)\n%s", api.LogTail(40))
+			o.t.Logf("--- kube-apiserver log (last 40 lines)\n%s", k.api.LogTail(40))
 		}
 	})
-	k := &kubeCluster{o: o, api: api, kubeconfig: filepath.Join(dir, "kubeconfig"), netConf: filepath.Join(dir, "net-conf.json")}
+	k.api = api
 	if k.c, err = kubernetes.NewForConfig(api.REST("")); err != nil {
 		o.t.Fatal(err)
 	}
@@ -435,4 +439,57 @@ func TestKubeDualStack(t *testing.T) {
 	}
 	k.checkNode("d1", h1.Underlay, h1.Underlay6, vtepMAC(t, n1))
 	k.checkNode("d2", h2.Underlay, h2.Underlay6, vtepMAC(t, n2))
+}
+
+// TestKubeAPIServerOutage: with the API server down, nodes go on
+// forwarding between the peers they know; once it is back they learn a
+// node that joined meanwhile (its Node written to etcd while the API
+// server was away would be the same; here it joins after), and a pod of
+// each reaches the newcomer's.
+func TestKubeAPIServerOutage(t *testing.T) {
+	o := newOverlay(t, network16)
+	k := o.kube()
+	k.node("o1", "172.16.1.0/24", nil)
+	k.node("o2", "172.16.2.0/24", nil)
+	h1, h2 := o.host("o1"), o.host("o2")
+	n1, env1 := k.start(h1, "o1")
+	_, env2 := k.start(h2, "o2")
+	p1, p2 := o.pod(h1, env1.Subnet.Masked()), o.pod(h2, env2.Subnet.Masked())
+	o.mustPing(p1, p2)
+	k.checkNode("o1", h1.Underlay, netip.Addr{}, vtepMAC(t, n1)) // up, and said so
+
+	opts := k.api.Options()
+	if err := k.api.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k.api = nil
+	o.mustPing(p1, p2)
+	o.mustCarry(p2, p1)
+
+	api, err := kubetest.Start(o.ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.api = api
+	k.node("o3", "172.16.3.0/24", nil)
+	h3 := o.host("o3")
+	_, env3 := k.start(h3, "o3")
+	p3 := o.pod(h3, env3.Subnet.Masked())
+	// The nodes' informers come back after their backoff (up to half a
+	// minute in client-go).
+	o.within(60*time.Second, "o1 learns o3", func() error {
+		if ok, err := knows(o.ctx, n1, env3.Subnet.Masked()); !ok || err != nil {
+			return fmt.Errorf("not yet (%v)", err)
+		}
+		return nil
+	})
+	o.mustPing(p1, p3)
+	o.mustPing(p3, p2)
+	for _, n := range o.nodes {
+		select {
+		case <-n.Done():
+			t.Errorf("node %s stopped during the outage:\n%s", n.Host.Name, n.Log())
+		default:
+		}
+	}
 }

@@ -72,7 +72,11 @@ type Options struct {
 	// free port.
 	Addr netip.Addr
 	Port int
-	// Users are tokens besides the admin's (group system:masters).
+	// AdminToken is the admin's token (group system:masters); default a
+	// random one. An API server started again with the same keeps its
+	// clients.
+	AdminToken string
+	// Users are tokens besides the admin's.
 	Users []User
 	// RBAC authorizes by RBAC instead of allowing everything.
 	RBAC bool
@@ -108,7 +112,10 @@ func Start(ctx context.Context, o Options) (*APIServer, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 60 * time.Second
 	}
-	a := &APIServer{o: o, AdminToken: randHex(16), LogFile: filepath.Join(o.Dir, "kube-apiserver.log")}
+	if o.AdminToken == "" {
+		o.AdminToken = randHex(16)
+	}
+	a := &APIServer{o: o, AdminToken: o.AdminToken, LogFile: filepath.Join(o.Dir, "kube-apiserver.log")}
 	if err := a.prepare(); err != nil {
 		return nil, err
 	}
@@ -178,6 +185,10 @@ func (a *APIServer) start(ctx context.Context, port int) error {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--enable-priority-and-fairness=false",
+		// Open watches (a node's informer) end within a second of
+		// SIGTERM, as clients reconnect; without it the server waits
+		// for them up to its request timeout, a minute.
+		"--shutdown-watch-termination-grace-period=1s",
 	}
 	logf, err := os.OpenFile(a.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -298,6 +309,10 @@ func (a *APIServer) LogTail(n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Options are the options it runs with (AdminToken filled in): Start them
+// again to restart it as it was.
+func (a *APIServer) Options() Options { return a.o }
 
 // Close stops the API server: SIGTERM, then SIGKILL after 15 s.
 func (a *APIServer) Close() error {

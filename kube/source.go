@@ -93,8 +93,9 @@ type Source struct {
 
 // Open reads net-conf.json, connects to the API server, finds this node's
 // Node, starts watching every Node and waits until this one has a
-// podCIDR (logging what to check while it waits), which must lie in the
-// config's Network. Nothing is written to the API server yet.
+// podCIDR of each family the config carries (logging what to check while
+// it waits), each in its family's network. Nothing is written to the API
+// server yet.
 func Open(ctx context.Context, o Options) (_ *Source, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -34,11 +34,11 @@ type Forwarder struct {
 	queues []Queue
 	// moved counts, per queue, the bytes its two loops carried (both
 	// directions): how the load spreads over the queues.
-	moved  []atomic.Uint64
-	table  *Table
-	dec    encap.Decoder
-	log    *slog.Logger
-	tap    atomic.Pointer[tapHolder] // nil unless something is capturing
+	moved []atomic.Uint64
+	table *Table
+	dec   encap.Decoder
+	log   *slog.Logger
+	tap   atomic.Pointer[tapHolder] // nil unless something is capturing
 	// checkSources drops datagrams whose inner source is not in the
 	// sending peer's subnet (CheckSources).
 	checkSources bool

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"vxrouter/internal/nettest"
 	"vxrouter/lab"
 )
 
@@ -17,7 +18,7 @@ func TestDemo(t *testing.T) {
 	if binary == "" {
 		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
 	}
-	prefix := "vxd" + randHex(2)
+	prefix := nettest.Name()
 	dir := filepath.Join(os.TempDir(), "vxrouter-demo-"+prefix)
 	t.Cleanup(func() {
 		exec.Command(binary, "demo", "--down", "--prefix", prefix).Run()
@@ -84,7 +85,7 @@ func TestDemoInterrupted(t *testing.T) {
 	if binary == "" {
 		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
 	}
-	prefix := "vxi" + randHex(2)
+	prefix := nettest.Name()
 	t.Cleanup(func() { exec.Command(binary, "demo", "--down", "--prefix", prefix).Run() })
 	cmd := exec.Command(binary, "demo", "--prefix", prefix, "--nodes", "3")
 	out, err := cmd.StdoutPipe()

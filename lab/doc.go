@@ -53,8 +53,8 @@
 // Every namespace is named <prefix>-ul, <prefix>-<host> or
 // <prefix>-<host>-<pod>; interfaces live inside them, so nothing is made in
 // the machine's own namespace. Prefixes and host names have no "-", so
-// one lab's names never match another's pattern. Tests use a random
-// prefix per test ("vxrt" and four characters).
+// one lab's names never match another's pattern. Tests use a prefix per
+// test from nettest.Name ("vxt…"), which their TestMain sweeps.
 //
 // Close kills every process in the lab's namespaces, whoever started
 // it (found with `ip netns pids`), then deletes the namespaces, which takes

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -15,21 +14,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// testPrefix is unique per test, so parallel runs, and leftovers of a
-// crashed one, never meet.
-func testPrefix(t *testing.T) string {
-	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] = chars[int(b[i])%len(chars)]
-	}
-	return "vxrt" + string(b)
-}
+	"vxrouter/internal/nettest"
+)
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -48,7 +35,7 @@ func needRoot(t *testing.T) {
 func newTestLab(t *testing.T, opts Options) *Lab {
 	t.Helper()
 	needRoot(t)
-	opts.Prefix = testPrefix(t)
+	opts.Prefix = nettest.Name()
 	l, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -466,7 +453,7 @@ func TestCloseRemovesEverything(t *testing.T) {
 func TestCleanupLeftovers(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
-	prefix := testPrefix(t)
+	prefix := nettest.Name()
 	t.Cleanup(func() { Cleanup(prefix) })
 
 	// A lab whose program "crashed": never closed.

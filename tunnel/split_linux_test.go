@@ -889,7 +889,7 @@ func TestOffloadReadCloseAndDelete(t *testing.T) {
 			}()
 			time.Sleep(100 * time.Millisecond)
 			if del {
-				link, err := r.nl.LinkByName("vxrt1")
+				link, err := r.nl.LinkByName("vxtt1")
 				if err == nil {
 					err = r.nl.LinkDel(link)
 				}
@@ -902,8 +902,8 @@ func TestOffloadReadCloseAndDelete(t *testing.T) {
 			select {
 			case err := <-errc:
 				gone := errors.Is(err, ErrClosed) || errors.Is(err, unix.EBADFD)
-				if !gone || !bytes.Contains([]byte(err.Error()), []byte(`"vxrt1"`)) {
-					t.Errorf("Read ended with %v; want an error naming vxrt1 that matches ErrClosed or EBADFD", err)
+				if !gone || !bytes.Contains([]byte(err.Error()), []byte(`"vxtt1"`)) {
+					t.Errorf("Read ended with %v; want an error naming vxtt1 that matches ErrClosed or EBADFD", err)
 				}
 			case <-time.After(5 * time.Second):
 				d.Close()

@@ -58,7 +58,9 @@
 //
 // Close kills every process in the lab's namespaces, whoever started
 // it (found with `ip netns pids`), then deletes the namespaces, which takes
-// every link, address, route and TUN in them along. Cleanup(prefix) does
+// every link, address, route and TUN in them along. The nodes it started
+// itself it kills first by their process: one started a moment ago may not
+// have entered its namespace yet. Cleanup(prefix) does
 // the same for a lab whose program died before Close; New calls it first,
 // so rerunning after a crash just works. By hand:
 //

@@ -39,6 +39,9 @@ var ErrClosed = errors.New("lab closed")
 // hung one must not hang a test run.
 const commandTimeout = 30 * time.Second
 
+// killTimeout bounds the wait for killed processes to be gone.
+const killTimeout = 3 * time.Second
+
 // netnsDir is where `ip netns add` keeps its namespace handles.
 const netnsDir = "/var/run/netns"
 
@@ -101,6 +104,7 @@ type Lab struct {
 
 	mu     sync.Mutex
 	hosts  []*Host
+	nodes  []*Node // every node StartVXRouter started, for Close
 	closed bool
 }
 
@@ -152,11 +156,26 @@ func (l *Lab) Commands() []string { return l.r.transcript() }
 // Close kills every process in the lab's namespaces (whoever started
 // them) and deletes the namespaces, and with them every link, address and
 // route in them. It may be called more than once.
+//
+// The nodes it started itself it kills first, by their process, and waits
+// for: a node just started may not have entered its namespace yet, and a
+// search of the namespace would miss it, to have it enter the namespace
+// after the name is gone and run on there unseen.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
+	nodes := l.nodes
 	l.mu.Unlock()
+	var errs []error
+	for _, n := range nodes {
+		if err := n.kill(killTimeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := cleanup(l.r, l.opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close lab %q: %w", l.opts.Prefix, err)
 	}
 	return nil
@@ -186,7 +205,7 @@ func cleanup(r *runner, prefix string) error {
 	// Kill first: a process keeps its namespace (and its TUN and sockets)
 	// alive after `ip netns del` removes the name.
 	var errs []error
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(killTimeout)
 	for _, ns := range nss {
 		for {
 			pids, err := namespacePIDs(r, ns)

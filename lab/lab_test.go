@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -447,6 +448,40 @@ func TestCloseRemovesEverything(t *testing.T) {
 	}
 	if _, err := l.AddHost("node2"); !errors.Is(err, ErrClosed) {
 		t.Errorf("AddHost after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseStopsStartingNode closes a lab right after starting a node, as
+// an interrupted demo does: the node's `ip netns exec` may not have entered
+// its namespace yet, so no search of the namespace finds it, and it would
+// run on in a namespace whose name is gone. Close must stop it anyway.
+func TestCloseStopsStartingNode(t *testing.T) {
+	t.Parallel()
+	// A stand-in for vxrouter that stays up: exec keeps the pid the one
+	// StartVXRouter started.
+	bin := filepath.Join(t.TempDir(), "vxrouter")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		l := newTestLab(t, Options{})
+		h := addHost(t, l, "node1")
+		n, err := h.StartVXRouter(NodeOptions{Binary: bin, Etcd: "unix:///nonexistent", Dir: filepath.Join(t.TempDir(), "node1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.cmd.Process.Kill() }) // should Close not
+		if err := l.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", i, err)
+		}
+		select {
+		case <-n.Done():
+		default:
+			t.Fatalf("round %d: node (pid %d) still running after Close", i, n.Pid())
+		}
+		if _, err := h.StartVXRouter(NodeOptions{Binary: bin, Dir: n.Dir}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("StartVXRouter after Close: %v, want ErrClosed", err)
+		}
 	}
 }
 

@@ -169,11 +169,20 @@ func runDemo(parent context.Context, o demoOptions) (err error) {
 		return fmt.Errorf("demo directory: %w", err)
 	}
 	keep := false // set once everything is up and --keep asked for it
+	var l *lab.Lab
 	defer func() {
-		if !keep {
-			if derr := demoDown(o.Prefix); derr != nil && err == nil {
-				err = derr
-			}
+		if keep {
+			return
+		}
+		// The lab first: Close kills the nodes by their process, also one
+		// started a moment ago that is not in its namespace yet, which
+		// demoDown, looking in the namespaces, would miss.
+		var cerr error
+		if l != nil {
+			cerr = l.Close()
+		}
+		if derr := errors.Join(cerr, demoDown(o.Prefix)); derr != nil && err == nil {
+			err = derr
 		}
 	}()
 	w := o.Out
@@ -214,7 +223,7 @@ func runDemo(parent context.Context, o demoOptions) (err error) {
 	}
 
 	step(2, "The underlay: one bridge, a host per node")
-	l, err := lab.New(lab.Options{Prefix: o.Prefix, Log: o.Log})
+	l, err = lab.New(lab.Options{Prefix: o.Prefix, Log: o.Log})
 	if err != nil {
 		return fmt.Errorf("build lab: %w", err)
 	}

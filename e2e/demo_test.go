@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"vxrouter/internal/nettest"
 	"vxrouter/lab"
 )
@@ -97,6 +98,10 @@ func TestDemoInterrupted(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	// The demo gives up by itself after its --timeout; should it hang
+	// anyway, end it rather than wait for it.
+	hung := time.AfterFunc(3*time.Minute, func() { cmd.Process.Kill() })
+	defer hung.Stop()
 	// Interrupt once the nodes are starting: etcd, a lab and processes exist.
 	buf := make([]byte, 4096)
 	var seen strings.Builder
@@ -122,7 +127,7 @@ func TestDemoInterrupted(t *testing.T) {
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("interrupted demo left %s", dir)
 	}
-	if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
-		t.Errorf("interrupted demo left processes: %s", out)
+	if out, _ := exec.Command("pgrep", "-af", dir).Output(); len(out) > 0 {
+		t.Errorf("interrupted demo left processes:\n%s", out)
 	}
 }

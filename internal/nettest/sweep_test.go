@@ -31,23 +31,43 @@ func TestHelperRun(t *testing.T) {
 	if mode == "leak" {
 		return
 	}
+	var pids []int
 	for _, argv := range [][]string{
 		{"ip", "netns", "exec", ns, "sleep", "617"},
 		// sh stays as the loop's parent, so its command line, which
 		// holds the base, stays too.
 		{"sh", "-c", "while :; do sleep 1; done", Base()},
 	} {
-		if err := exec.Command(argv[0], argv[1:]...).Start(); err != nil {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
+		}
+		pids = append(pids, cmd.Process.Pid)
+	}
+	// Ready once ip has entered the namespace and become sleep: found
+	// then by its namespace only.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pids[0])); string(cmd) == "sleep\x00617\x00" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ip netns exec did not become sleep within 10s")
 		}
 	}
 	dir, err := os.MkdirTemp("", "vxrouter-test-"+Base()+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("ready %s %s %s\n", Base(), ns, dir)
+	fmt.Printf("ready %s %s %s %d %d\n", Base(), ns, dir, pids[0], pids[1])
 	time.Sleep(time.Minute) // the test kills this process long before
 	t.Fatal("not killed")
+}
+
+// running says whether pid runs: a zombie, waiting for init to reap it,
+// has no command line any more.
+func running(pid int) bool {
+	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return len(cmd) > 0
 }
 
 func helper(t *testing.T, mode string) *exec.Cmd {
@@ -110,7 +130,8 @@ func TestSweep(t *testing.T) {
 		t.Fatal("the crashing run never got ready")
 	}
 	var crashed, ns, dir string
-	fmt.Sscan(strings.TrimPrefix(line, "ready "), &crashed, &ns, &dir)
+	var sleepPid, shPid int
+	fmt.Sscan(strings.TrimPrefix(line, "ready "), &crashed, &ns, &dir, &sleepPid, &shPid)
 	t.Cleanup(func() { remove(crashed) }) // should this test fail
 
 	// While the run goes on, its lock keeps it from any sweep.
@@ -122,8 +143,8 @@ func TestSweep(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	if len(processes(crashed, nil)) != 1 || !fileExists(filepath.Join(lockDir, crashed+".lock")) {
-		t.Fatalf("the killed run left %q and lock file %v; want its sh and its lock file", processes(crashed, nil), fileExists(filepath.Join(lockDir, crashed+".lock")))
+	if !running(sleepPid) || !running(shPid) || !fileExists(filepath.Join(lockDir, crashed+".lock")) {
+		t.Fatalf("the killed run left sleep %v, sh %v, lock file %v; want all three", running(sleepPid), running(shPid), fileExists(filepath.Join(lockDir, crashed+".lock")))
 	}
 
 	if err := Sweep(); err != nil {
@@ -136,21 +157,11 @@ func TestSweep(t *testing.T) {
 	if id, ok := nsID(filepath.Join(netnsDir, ns)); ok {
 		t.Errorf("%s still there (%v)", ns, id)
 	}
-	if p := processes(crashed, nil); len(p) > 0 {
-		t.Errorf("processes of the killed run after Sweep: %v", p)
+	if running(sleepPid) || running(shPid) {
+		t.Errorf("after Sweep: the sleep in the killed run's namespace runs %v, its sh %v", running(sleepPid), running(shPid))
 	}
 	if fileExists(dir) || fileExists(filepath.Join(lockDir, crashed+".lock")) {
 		t.Errorf("after Sweep: %s there %v, lock file there %v", dir, fileExists(dir), fileExists(filepath.Join(lockDir, crashed+".lock")))
-	}
-	// The one in the killed run's namespace: `ip netns pids` would no
-	// longer find it, so look for the sleep of a namespace with no name.
-	out2, _ := exec.Command("pgrep", "-f", "^sleep 617$").Output()
-	for _, pid := range strings.Fields(string(out2)) {
-		if id, ok := nsID("/proc/" + pid + "/ns/net"); ok {
-			if self, _ := nsID("/proc/self/ns/net"); id != self {
-				t.Errorf("sleep %s of the killed run's namespace survived", pid)
-			}
-		}
 	}
 	if !fileExists(filepath.Join(netnsDir, mine)) {
 		t.Errorf("Sweep removed %s of this run, which is still going", mine)

@@ -36,6 +36,12 @@
 // route via the bridge's subnet.1, MTU 1450 so a packet fits in one VXLAN
 // datagram.
 //
+// AddHost and AddPod return once the first packet gets through: the
+// bridge ports forward, the pods' bridge is up, and the kernel has
+// configured each IPv6 address (its local route, its solicited-node
+// group), all of which it does in background work a busy host may put
+// off.
+//
 // Host.KernelVXLAN and KernelVXLAN.AddPeer make and program flannel.<VNI>
 // as flannel does (checked against flannel's pkg/backend/vxlan): a vxlan
 // device with local <underlay IP> dev eth0 dstport 8472 nolearning, MTU

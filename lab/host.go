@@ -98,7 +98,10 @@ func (h *Host) build() error {
 	if err != nil {
 		return err
 	}
-	return l.r.waitForwarding(l.ul, peer)
+	if err := l.r.waitForwarding(l.ul, peer); err != nil {
+		return err
+	}
+	return l.r.waitAddr(h.NS, UnderlayDev, h.Underlay)
 }
 
 func hostSysctls() []string {

@@ -127,8 +127,16 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		[]string{"ip", "-n", p.NS, "link", "set", UnderlayDev, "up"},
 		route,
 	)
-	if err == nil {
-		err = l.r.waitForwarding(h.NS, p.HostDev)
+	// Ready when the pod and its gateway can answer at once.
+	for _, wait := range []func() error{
+		func() error { return l.r.waitForwarding(h.NS, p.HostDev) },
+		func() error { return l.r.waitUp(h.NS, PodBridge) },
+		func() error { return l.r.waitAddr(h.NS, PodBridge, gw) },
+		func() error { return l.r.waitAddr(p.NS, UnderlayDev, addr) },
+	} {
+		if err == nil {
+			err = wait()
+		}
 	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), l.delNS(p.NS))

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -24,22 +26,29 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestCPUSecondsSelf(t *testing.T) {
-	// Burn a little CPU, and the clock in /proc/self/stat must move.
+	// Burn 100 ms of CPU, as getrusage counts it, and the clock in
+	// /proc/self/stat must move by about as much. Counted in CPU, not
+	// wall time: on a busy machine 100 ms of spinning can get 10 ms of
+	// CPU.
 	before, err := cpuSeconds([]int{os.Getpid()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := time.Now().Add(100 * time.Millisecond)
+	start := rusageSeconds(t)
+	deadline := time.Now().Add(30 * time.Second)
 	x := 0
-	for time.Now().Before(end) {
+	for rusageSeconds(t)-start < 0.1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("100 ms of CPU not had in 30 s of spinning (%d loops)", x)
+		}
 		x++
 	}
 	after, err := cpuSeconds([]int{os.Getpid()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after-before < 0.03 || after-before > 10 {
-		t.Errorf("100 ms of spinning read as %.2f s of CPU (%d loops)", after-before, x)
+	if after-before < 0.05 || after-before > 10 {
+		t.Errorf("100 ms of CPU read as %.2f s (%d loops)", after-before, x)
 	}
 	if _, err := cpuSeconds([]int{1 << 30}); err == nil {
 		t.Error("no error for a pid that does not exist")
@@ -193,4 +202,14 @@ func TestMachineBusySelf(t *testing.T) {
 	if busy := after - before; busy < 0.07 || busy > window*ncpu+2*ncpu/userHZ {
 		t.Errorf("100 ms of spinning in %.3f s on %v CPUs read as %.2f s of machine busy time (%d loops)", window, ncpu, busy, x)
 	}
+}
+
+// rusageSeconds is this process's user+system CPU time from getrusage.
+func rusageSeconds(t *testing.T) float64 {
+	t.Helper()
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }

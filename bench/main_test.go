@@ -1,10 +1,9 @@
 package bench
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"testing"
+	"vxrouter/internal/nettest"
 	"vxrouter/internal/testbin"
 	"vxrouter/lab"
 )
@@ -12,7 +11,7 @@ import (
 // vxrBinary is the vxrouter built for these tests, or "" when not root.
 var vxrBinary string
 
-func TestMain(m *testing.M) { testbin.Main(m, &vxrBinary) }
+func TestMain(m *testing.M) { nettest.Main(m, "b", testbin.Build(&vxrBinary)) }
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -24,9 +23,7 @@ func needRoot(t *testing.T) {
 // testPrefix is a lab prefix of this test's own, and a check at cleanup
 // that nothing with it is left behind.
 func testPrefix(t *testing.T) string {
-	b := make([]byte, 2)
-	rand.Read(b)
-	prefix := "vxbt" + hex.EncodeToString(b)
+	prefix := nettest.Name()
 	t.Cleanup(func() {
 		if nss, err := lab.Namespaces(prefix); err != nil || len(nss) > 0 {
 			t.Errorf("namespaces left behind: %v %v", nss, err)

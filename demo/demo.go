@@ -115,13 +115,26 @@ func Down(prefix string) error {
 	err := lab.Cleanup(prefix)
 	if b, rerr := os.ReadFile(filepath.Join(dir, "etcd.pid")); rerr == nil {
 		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && isOurEtcd(pid, dir) {
-			syscall.Kill(pid, syscall.SIGTERM)
-			for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
-				time.Sleep(100 * time.Millisecond)
+			// Asked first, so it shuts down cleanly; on a busy machine that
+			// can take a while, and an etcd left running would keep its
+			// directory, so then it is killed (if the pid is still its).
+			if !signalAndWait(pid, syscall.SIGTERM, 5*time.Second) && isOurEtcd(pid, dir) && !signalAndWait(pid, syscall.SIGKILL, 5*time.Second) {
+				err = errors.Join(err, fmt.Errorf("etcd (pid %d) survives SIGKILL", pid))
 			}
 		}
 	}
 	return errors.Join(err, os.RemoveAll(dir))
+}
+
+// signalAndWait sends sig to pid and reports whether it has exited within timeout.
+func signalAndWait(pid int, sig syscall.Signal, timeout time.Duration) bool {
+	syscall.Kill(pid, sig)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // isOurEtcd reports whether pid is still the etcd a demo started in dir
@@ -221,7 +234,14 @@ func Run(parent context.Context, o Options) (err error) {
 		for _, c := range r.captures {
 			c.stop()
 		}
-		if derr := Down(o.Prefix); derr != nil && err == nil {
+		// The lab first: Close kills the nodes by their process, also one
+		// started a moment ago that is not in its namespace yet, which
+		// Down, looking in the namespaces, would miss.
+		var cerr error
+		if r.lab != nil {
+			cerr = r.lab.Close()
+		}
+		if derr := errors.Join(cerr, Down(o.Prefix)); derr != nil && err == nil {
 			err = derr
 		}
 		// Down killed the nodes; reap them before exiting, or they stay

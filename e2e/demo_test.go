@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"vxrouter/internal/nettest"
 	"vxrouter/lab"
 )
 
@@ -42,7 +44,7 @@ func TestDemo(t *testing.T) {
 	if binary == "" {
 		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
 	}
-	prefix := "vxd" + randHex(2)
+	prefix := nettest.Name()
 	dir := filepath.Join(os.TempDir(), "vxrouter-demo-"+prefix)
 	t.Cleanup(func() {
 		exec.Command(binary, "demo", "--down", "--prefix", prefix).Run()
@@ -175,7 +177,7 @@ func TestDemoInterrupted(t *testing.T) {
 		{"service", "One connection from"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			prefix := "vxi" + randHex(2)
+			prefix := nettest.Name()
 			t.Cleanup(func() { exec.Command(binary, "demo", "--down", "--prefix", prefix).Run() })
 			rootBefore := rootNATChains(t)
 			cmd := exec.Command(binary, "demo", "--prefix", prefix)
@@ -188,6 +190,10 @@ func TestDemoInterrupted(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
+			// The demo gives up by itself after its --timeout; should it
+			// hang anyway, end it rather than wait for it.
+			hung := time.AfterFunc(3*time.Minute, func() { cmd.Process.Kill() })
+			defer hung.Stop()
 			buf := make([]byte, 4096)
 			var seen strings.Builder
 			for !strings.Contains(seen.String(), c.at) {
@@ -226,8 +232,8 @@ func TestDemoInterrupted(t *testing.T) {
 			if _, err := os.Stat(dir); err == nil {
 				t.Errorf("interrupted demo left %s", dir)
 			}
-			if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
-				t.Errorf("interrupted demo left processes: %s", out)
+			if out, _ := exec.Command("pgrep", "-af", dir).Output(); len(out) > 0 {
+				t.Errorf("interrupted demo left processes:\n%s", out)
 			}
 			for _, pid := range pids {
 				if _, err := os.Stat("/proc/" + pid); err == nil {

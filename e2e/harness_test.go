@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"vxrouter/internal/nettest"
 	"vxrouter/internal/testbin"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,7 +21,7 @@ import (
 // binary is the vxrouter built for these tests, or "" when not root.
 var binary string
 
-func TestMain(m *testing.M) { testbin.Main(m, &binary) }
+func TestMain(m *testing.M) { nettest.Main(m, "e", testbin.Build(&binary)) }
 
 // overlay is one test's world: an embedded etcd with the overlay's config,
 // and a lab to put hosts in.
@@ -78,7 +77,7 @@ func newOverlay(t *testing.T, configJSON string) *overlay {
 		t.Fatal(err)
 	}
 
-	o.prefix = "vxe" + randHex(2)
+	o.prefix = nettest.Name()
 	// The hosts' underlay carries the families the overlay does.
 	opts := lab.Options{Prefix: o.prefix, Log: o.log}
 	switch {
@@ -218,12 +217,6 @@ func (o *overlay) mustCarryTo(from, to *lab.Pod, addr netip.Addr) {
 		o.t.Fatalf("udp %s -> %s: %d of 200 datagrams arrived", source(from, addr), addr, n)
 	}
 	o.t.Logf("%s -> %s: 8 MB of TCP in %s, 200 of 200 UDP datagrams", source(from, addr), addr, d.Round(time.Millisecond))
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // testWriter sends log lines to t.Log.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -347,7 +348,7 @@ func TestKubeBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, c := range []struct {
+	for i, c := range []struct {
 		node, want string
 		args       []string
 	}{
@@ -355,7 +356,7 @@ func TestKubeBadInput(t *testing.T) {
 		{"missing", `Node "missing" not found`, nil},
 		{"outside", "refused our credentials", []string{"--kubeconfig-file", badKubeconfig}},
 	} {
-		h := o.host("bad" + randHex(2))
+		h := o.host("bad" + strconv.Itoa(i))
 		n, err := h.StartVXRouter(lab.NodeOptions{
 			Binary: binary, Etcd: o.etcd.UnixEndpoint(), Dir: filepath.Join(o.dir, h.Name),
 			Args: append(k.args(c.node), c.args...),

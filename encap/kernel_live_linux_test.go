@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"vxrouter/encap"
+	"vxrouter/internal/nettest"
 )
 
 // TestKernelLive re-checks the codec against the running kernel rather than
@@ -34,8 +35,8 @@ func TestKernelLive(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2's ip:", err)
 	}
-	nsA := fmt.Sprintf("vxrcap-%d-a", os.Getpid())
-	nsB := fmt.Sprintf("vxrcap-%d-b", os.Getpid())
+	tag := nettest.Name()
+	nsA, nsB := tag+"-a", tag+"-b"
 	for _, ns := range []string{nsA, nsB} {
 		ipCmd(t, "netns", "add", ns)
 		t.Cleanup(func() {

@@ -1,8 +1,6 @@
 package explain
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,9 +22,7 @@ func TestFlannelRulesAsWritten(t *testing.T) {
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Skip("needs iptables (apt-get install iptables)")
 	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	name := "vxrexpl" + hex.EncodeToString(b)
+	name := nettest.Name()
 	ns := nettest.AddNetns(t, name)
 	cluster, subnet := netip.MustParsePrefix("172.16.0.0/16"), netip.MustParsePrefix("172.16.99.0/24")
 	nettest.InNetns(t, ns, func() {

@@ -2,8 +2,6 @@ package kubeproxy
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -130,9 +128,7 @@ func TestRestore(t *testing.T) {
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
 		t.Skip("needs iptables (apt-get install iptables)")
 	}
-	b := make([]byte, 2)
-	rand.Read(b)
-	ns := "vxrkp" + hex.EncodeToString(b)
+	ns := nettest.Name()
 	nettest.AddNetns(t, ns)
 	rs, err := Rules(web())
 	if err != nil {

@@ -36,6 +36,12 @@
 // route via the bridge's subnet.1, MTU 1450 so a packet fits in one VXLAN
 // datagram.
 //
+// AddHost and AddPod return once the first packet gets through: the
+// bridge ports forward, the pods' bridge is up, and the kernel has
+// configured each IPv6 address (its local route, its solicited-node
+// group), all of which it does in background work a busy host may put
+// off.
+//
 // Host.KernelVXLAN and KernelVXLAN.AddPeer make and program flannel.<VNI>
 // as flannel does (checked against flannel's pkg/backend/vxlan): a vxlan
 // device with local <underlay IP> dev eth0 dstport 8472 nolearning, MTU
@@ -81,12 +87,14 @@
 // Every namespace is named <prefix>-ul, <prefix>-<host> or
 // <prefix>-<host>-<pod>; interfaces live inside them, so nothing is made in
 // the machine's own namespace. Prefixes and host names have no "-", so
-// one lab's names never match another's pattern. Tests use a random
-// prefix per test ("vxrt" and four characters).
+// one lab's names never match another's pattern. Tests use a prefix per
+// test from nettest.Name ("vxt…"), which their TestMain sweeps.
 //
 // Close kills every process in the lab's namespaces, whoever started
 // it (found with `ip netns pids`), then deletes the namespaces, which takes
-// every link, address, route and TUN in them along. Cleanup(prefix) does
+// every link, address, route and TUN in them along. The nodes it started
+// itself it kills first by their process: one started a moment ago may not
+// have entered its namespace yet. Cleanup(prefix) does
 // the same for a lab whose program died before Close; New calls it first,
 // so rerunning after a crash just works. By hand:
 //

@@ -148,7 +148,13 @@ func (h *Host) build() error {
 	if err := l.r.all(cmds...); err != nil {
 		return err
 	}
-	return l.r.waitForwarding(brNS, peer)
+	if err := l.r.waitForwarding(brNS, peer); err != nil {
+		return err
+	}
+	if err := l.r.waitAddr(h.NS, UnderlayDev, h.Underlay); err != nil {
+		return err
+	}
+	return l.r.waitAddr(h.NS, UnderlayDev, h.Underlay6)
 }
 
 func hostSysctls() []string {

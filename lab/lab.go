@@ -39,6 +39,9 @@ var ErrClosed = errors.New("lab closed")
 // hung one must not hang a test run.
 const commandTimeout = 30 * time.Second
 
+// killTimeout bounds the wait for killed processes to be gone.
+const killTimeout = 3 * time.Second
+
 // netnsDir is where `ip netns add` keeps its namespace handles.
 const netnsDir = "/var/run/netns"
 
@@ -114,7 +117,8 @@ type Lab struct {
 
 	mu        sync.Mutex
 	hosts     []*Host
-	mainHosts int // hosts on the main underlay (ul0)
+	mainHosts int     // hosts on the main underlay (ul0)
+	nodes     []*Node // every node StartVXRouter started, for Close
 	segments  []*Segment
 	closed    bool
 }
@@ -176,11 +180,26 @@ func (l *Lab) Commands() []string { return l.r.transcript() }
 // Close kills every process in the lab's namespaces (whoever started
 // them) and deletes the namespaces, and with them every link, address and
 // route in them. It may be called more than once.
+//
+// The nodes it started itself it kills first, by their process, and waits
+// for: a node just started may not have entered its namespace yet, and a
+// search of the namespace would miss it, to have it enter the namespace
+// after the name is gone and run on there unseen.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	l.closed = true
+	nodes := l.nodes
 	l.mu.Unlock()
+	var errs []error
+	for _, n := range nodes {
+		if err := n.kill(killTimeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := cleanup(l.r, l.opts.Prefix); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close lab %q: %w", l.opts.Prefix, err)
 	}
 	return nil
@@ -210,7 +229,7 @@ func cleanup(r *runner, prefix string) error {
 	// Kill first: a process keeps its namespace (and its TUN and sockets)
 	// alive after `ip netns del` removes the name.
 	var errs []error
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(killTimeout)
 	for _, ns := range nss {
 		for {
 			pids, err := namespacePIDs(r, ns)
@@ -413,29 +432,103 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // A port whose veth peer comes up after it was enslaved starts disabled,
 // and the kernel enables it from its link-watch work, which a busy host
 // may put off for up to a second: packets sent before then (the first
-// ping of a test) vanish. It polls without recording each look.
+// ping of a test) vanish.
 func (r *runner) waitForwarding(ns, port string) error {
-	deadline := time.Now().Add(5 * time.Second)
-	var state string
-	for {
+	return waitLink(ns, port, "bridge port state", "forwarding", func(l linkJSON) string { return l.LinkInfo.SlaveData.State })
+}
+
+// waitUp waits until bridge, in namespace ns, is operationally up. A
+// bridge's carrier comes on with its first forwarding port, and the same
+// link-watch work then gives it its queue; until it has, what the host
+// sends through the bridge (a gateway's answers) is dropped.
+func (r *runner) waitUp(ns, bridge string) error {
+	return waitLink(ns, bridge, "operstate", "UP", func(l linkJSON) string { return l.OperState })
+}
+
+// linkJSON is what waitLink reads of `ip -d -j link show`.
+type linkJSON struct {
+	OperState string `json:"operstate"`
+	LinkInfo  struct {
+		SlaveData struct {
+			State string `json:"state"`
+		} `json:"info_slave_data"`
+	} `json:"linkinfo"`
+}
+
+// waitLink waits until state of dev, in namespace ns, is want.
+func waitLink(ns, dev, what, want string, state func(linkJSON) string) error {
+	return waitFor(fmt.Sprintf("%s in %s: %s", dev, ns, what), want, func() (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-d", "-j", "link", "show", "dev", port).Output()
-		cancel()
-		var links []struct {
-			LinkInfo struct {
-				SlaveData struct {
-					State string `json:"state"`
-				} `json:"info_slave_data"`
-			} `json:"linkinfo"`
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-d", "-j", "link", "show", "dev", dev).Output()
+		var links []linkJSON
+		if err == nil {
+			err = json.Unmarshal(out, &links)
 		}
-		if err == nil && json.Unmarshal(out, &links) == nil && len(links) == 1 {
-			state = links[0].LinkInfo.SlaveData.State
-			if state == "forwarding" {
-				return nil
-			}
+		if err != nil || len(links) != 1 {
+			return "", err
+		}
+		return state(links[0]), nil
+	})
+}
+
+// waitAddr waits until the kernel has configured a, an IPv6 address on
+// dev in namespace ns: its route in the local table is in and dev has
+// joined its solicited-node multicast group, which is where neighbour
+// solicitations for a are sent. The kernel does both from its
+// address-configuration work, also for an address added without
+// duplicate address detection, and a busy host may put that off (by up to
+// 190 ms beside stress-ng, measured); a solicitation that comes before is
+// dropped, and the first ping to a waits a second for the kernel to ask
+// again. (ARP is broadcast: an IPv4 address needs no wait.)
+func (r *runner) waitAddr(ns, dev string, a netip.Addr) error {
+	if !a.Is6() {
+		return nil
+	}
+	b := a.As16()
+	group := netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+	return waitFor(fmt.Sprintf("%s on %s in %s", a, dev, ns), "configured", func() (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		defer cancel()
+		routes, err := exec.CommandContext(ctx, "ip", "-n", ns, "-6", "route", "show", "table", "local", "dev", dev).Output()
+		if err != nil {
+			return "", err
+		}
+		if !hasFields(string(routes), "local", a.String()) {
+			return "no local route", nil
+		}
+		groups, err := exec.CommandContext(ctx, "ip", "-n", ns, "-6", "maddr", "show", "dev", dev).Output()
+		if err != nil {
+			return "", err
+		}
+		if !hasFields(string(groups), "inet6", group.String()) {
+			return "not in " + group.String(), nil
+		}
+		return "configured", nil
+	})
+}
+
+// hasFields reports whether a line of out starts with the fields f0 f1.
+func hasFields(out, f0, f1 string) bool {
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == f0 && f[1] == f1 {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor calls look every 10 ms, for up to 5 s, until it returns want.
+// It runs its commands without recording them: they change nothing.
+func waitFor(what, want string, look func() (string, error)) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := look()
+		if got == want {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bridge port %s in %s: state %q after 5s, want forwarding (%v)", port, ns, state, err)
+			return fmt.Errorf("%s %q after 5s, want %s (%v)", what, got, want, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

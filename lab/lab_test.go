@@ -4,32 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-// testPrefix is unique per test, so parallel runs, and leftovers of a
-// crashed one, never meet.
-func testPrefix(t *testing.T) string {
-	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	for i := range b {
-		b[i] = chars[int(b[i])%len(chars)]
-	}
-	return "vxrt" + string(b)
-}
+	"vxrouter/internal/nettest"
+)
 
 func needRoot(t *testing.T) {
 	t.Helper()
@@ -48,7 +36,7 @@ func needRoot(t *testing.T) {
 func newTestLab(t *testing.T, opts Options) *Lab {
 	t.Helper()
 	needRoot(t)
-	opts.Prefix = testPrefix(t)
+	opts.Prefix = nettest.Name()
 	l, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -463,10 +451,44 @@ func TestCloseRemovesEverything(t *testing.T) {
 	}
 }
 
+// TestCloseStopsStartingNode closes a lab right after starting a node, as
+// an interrupted demo does: the node's `ip netns exec` may not have entered
+// its namespace yet, so no search of the namespace finds it, and it would
+// run on in a namespace whose name is gone. Close must stop it anyway.
+func TestCloseStopsStartingNode(t *testing.T) {
+	t.Parallel()
+	// A stand-in for vxrouter that stays up: exec keeps the pid the one
+	// StartVXRouter started.
+	bin := filepath.Join(t.TempDir(), "vxrouter")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		l := newTestLab(t, Options{})
+		h := addHost(t, l, "node1")
+		n, err := h.StartVXRouter(NodeOptions{Binary: bin, Etcd: "unix:///nonexistent", Dir: filepath.Join(t.TempDir(), "node1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.cmd.Process.Kill() }) // should Close not
+		if err := l.Close(); err != nil {
+			t.Fatalf("round %d: Close: %v", i, err)
+		}
+		select {
+		case <-n.Done():
+		default:
+			t.Fatalf("round %d: node (pid %d) still running after Close", i, n.Pid())
+		}
+		if _, err := h.StartVXRouter(NodeOptions{Binary: bin, Dir: n.Dir}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("StartVXRouter after Close: %v, want ErrClosed", err)
+		}
+	}
+}
+
 func TestCleanupLeftovers(t *testing.T) {
 	t.Parallel()
 	needRoot(t)
-	prefix := testPrefix(t)
+	prefix := nettest.Name()
 	t.Cleanup(func() { Cleanup(prefix) })
 
 	// A lab whose program "crashed": never closed.

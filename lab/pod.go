@@ -160,8 +160,18 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		cmds = append(cmds, route(gw6))
 	}
 	err = l.r.all(cmds...)
-	if err == nil {
-		err = l.r.waitForwarding(h.NS, p.HostDev)
+	// Ready when the pod and its gateway can answer at once.
+	for _, wait := range []func() error{
+		func() error { return l.r.waitForwarding(h.NS, p.HostDev) },
+		func() error { return l.r.waitUp(h.NS, PodBridge) },
+		func() error { return l.r.waitAddr(h.NS, PodBridge, gw) },
+		func() error { return l.r.waitAddr(h.NS, PodBridge, gw6) },
+		func() error { return l.r.waitAddr(p.NS, UnderlayDev, addr) },
+		func() error { return l.r.waitAddr(p.NS, UnderlayDev, addr6) },
+	} {
+		if err == nil {
+			err = wait()
+		}
 	}
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), l.delNS(p.NS))

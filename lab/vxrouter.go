@@ -53,8 +53,16 @@ type Node struct {
 
 // StartVXRouter starts `vxrouter run` in the host's namespace, with the
 // host's eth0 as underlay unless o.Underlay says otherwise, and returns
-// at once; WaitSubnet tells when it is up.
+// at once; WaitSubnet tells when it is up. Lab.Close kills it if it still
+// runs then.
 func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
+	l := h.lab
+	// Held until the node is on the list, so Close never misses one.
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("start vxrouter in %s: %w", h.NS, ErrClosed)
+	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -100,6 +108,7 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 		logf.Close()
 		close(n.done)
 	}()
+	l.nodes = append(l.nodes, n)
 	return n, nil
 }
 
@@ -151,6 +160,17 @@ func (n *Node) Stop(timeout time.Duration) error {
 		return fmt.Errorf("node %s exited: %w\n%s", n.Host.Name, n.err, n.Log())
 	}
 	return n.err
+}
+
+// kill kills the node, if it still runs, and waits until it has exited.
+func (n *Node) kill(timeout time.Duration) error {
+	n.cmd.Process.Kill() // fails only if it has exited: nothing to do then
+	select {
+	case <-n.done:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("node %s (pid %d) survives SIGKILL for %s", n.Host.Name, n.Pid(), timeout)
+	}
 }
 
 // Log returns the node's log so far.

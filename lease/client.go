@@ -343,7 +343,11 @@ func hint(err error, o ClientOptions) string {
 	case tlsEndpoints(o) && (strings.Contains(msg, "first record does not look like a TLS handshake") ||
 		strings.Contains(msg, "handshake failed: EOF")):
 		return "the endpoint does not speak TLS: use http://, or enable TLS on etcd"
-	case !tlsEndpoints(o) && strings.Contains(msg, "server preface: EOF"):
+	case !tlsEndpoints(o) && strings.Contains(msg, "server preface") &&
+		(strings.Contains(msg, "server preface: EOF") || strings.Contains(msg, "connection reset by peer")):
+		// A TLS port closes a plaintext connection at once: EOF, or a
+		// reset when our first frames were still unread, which timing
+		// decides (on a busy machine, often the reset).
 		return "the connection closed at once: if etcd serves TLS, use https:// and the TLS files"
 	}
 	return ""

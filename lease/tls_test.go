@@ -180,6 +180,28 @@ func TestEtcdTLS(t *testing.T) {
 	}
 }
 
+// TestHintPlaintextToTLSPort: a TLS port closes a plaintext connection at
+// once. The client reads EOF, or, when the server closed with the
+// client's first frames still unread, a reset: which one depends on
+// timing, and under load the reset is what TestEtcdTLS met. Both get the
+// hint.
+func TestHintPlaintextToTLSPort(t *testing.T) {
+	o := ClientOptions{Endpoints: []string{"http://127.0.0.1:2379"}}
+	for _, msg := range []string{
+		`connection error: desc = "error reading server preface: EOF"`,
+		`connection error: desc = "error reading server preface: connection reset by peer"`,
+		`connection error: desc = "error reading server preface: read tcp 127.0.0.1:40100->127.0.0.1:2379: read: connection reset by peer"`,
+	} {
+		if h := hint(errors.New(msg), o); !strings.Contains(h, "if etcd serves TLS, use https://") {
+			t.Errorf("hint for %s: %q, want the one about https://", msg, h)
+		}
+	}
+	// A reset later on is something else.
+	if h := hint(errors.New("read: connection reset by peer"), o); h != "" {
+		t.Errorf("hint for a reset after the preface: %q, want none", h)
+	}
+}
+
 // TestEtcdAuth runs the registry against an etcd with auth enabled: root,
 // and a user whose role may only touch the overlay's prefix.
 func TestEtcdAuth(t *testing.T) {

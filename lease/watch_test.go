@@ -36,6 +36,18 @@ func (e *eventLog) next(t *testing.T, n int) []string {
 	return out
 }
 
+// event waits for the next event.
+func (e *eventLog) event(t *testing.T) Event {
+	t.Helper()
+	select {
+	case ev := <-e.ch:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event within 5s")
+		return Event{}
+	}
+}
+
 // none checks that no event arrives for a while: each change is reported once.
 func (e *eventLog) none(t *testing.T) {
 	t.Helper()
@@ -172,7 +184,7 @@ func TestWatchEventLeaseFields(t *testing.T) {
 	log := runWatch(t, r)
 	time.Sleep(100 * time.Millisecond)
 	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
-	ev := <-log.ch
+	ev := log.event(t)
 	if ev.Type != Added || ev.Lease.Subnet != l.Subnet || ev.Lease.LeaseID != l.LeaseID || !ev.Lease.Attrs.Equal(l.Attrs) {
 		t.Fatalf("event %+v, want Added for %+v", ev, l)
 	}

@@ -3,7 +3,6 @@ package masq
 import (
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -51,7 +50,7 @@ func newNetns(t *testing.T) *netns {
 		t.Skip("needs root: makes a network namespace and writes its nat table")
 	}
 	before := rootNAT(t)
-	name := fmt.Sprintf("vxrmasq-%08x", rand.Uint32())
+	name := nettest.Name()
 	h := nettest.AddNetns(t, name)
 	// Registered after AddNetns, so it runs before the namespace goes.
 	t.Cleanup(func() {

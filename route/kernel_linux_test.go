@@ -19,6 +19,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"vxrouter/encap"
+	"vxrouter/internal/nettest"
 	"vxrouter/tunnel"
 )
 
@@ -57,7 +58,7 @@ func TestKernelVXLANPeer(t *testing.T) {
 }
 
 func testKernelVXLANPeer(t *testing.T, c tcpCase) {
-	tag := fmt.Sprintf("vxrrt%06x", rand.Uint32()&0xffffff)
+	tag := nettest.Name()
 	a := &tcpNode{name: tag + "a", under: netip.MustParseAddr("10.231.0.1"), tunAddr: netip.MustParseAddr("172.16.99.1"),
 		subnet: netip.MustParsePrefix("172.16.99.0/24"), vtep: net.HardwareAddr{0x02, 0, 0, 0, 0, 0xa}}
 	tunAddr6, subnet6 := netip.MustParseAddr("fd16:99::1"), netip.MustParsePrefix("fd16:99::/64")
@@ -82,8 +83,8 @@ func testKernelVXLANPeer(t *testing.T, c tcpCase) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	a.start(ctx, t, &wg, c, mtu)
-	run(t, "ip", "-n", a.name, "addr", "add", tunAddr6.String()+"/128", "dev", "vxt0", "nodad")
-	run(t, "ip", "-n", a.name, "-6", "route", "add", "fd16::/16", "dev", "vxt0", "src", tunAddr6.String())
+	run(t, "ip", "-n", a.name, "addr", "add", tunAddr6.String()+"/128", "dev", "vxtr0", "nodad")
+	run(t, "ip", "-n", a.name, "-6", "route", "add", "fd16::/16", "dev", "vxtr0", "src", tunAddr6.String())
 	for _, s := range k.subnet {
 		if err := a.table.Set(s, netip.AddrPortFrom(k.under, 8472), k.vtep); err != nil {
 			t.Fatal(err)

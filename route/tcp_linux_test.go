@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -194,7 +193,7 @@ func (n *tcpNode) start(ctx context.Context, t *testing.T, wg *sync.WaitGroup, c
 	inNetns(t, n.ns, func() {
 		var backend string
 		var err error
-		devs, backend, err = tunnel.OpenTUN("vxt0", tunnel.TUNOptions{Backend: c.backend, Queues: c.queues})
+		devs, backend, err = tunnel.OpenTUN("vxtr0", tunnel.TUNOptions{Backend: c.backend, Queues: c.queues})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,9 +207,9 @@ func (n *tcpNode) start(ctx context.Context, t *testing.T, wg *sync.WaitGroup, c
 	if len(devs) != c.queues {
 		t.Fatalf("%d queues, want %d", len(devs), c.queues)
 	}
-	run(t, "ip", "-n", n.name, "link", "set", "vxt0", "mtu", fmt.Sprint(mtu), "up")
-	run(t, "ip", "-n", n.name, "addr", "add", n.tunAddr.String()+"/32", "dev", "vxt0")
-	run(t, "ip", "-n", n.name, "route", "add", "172.16.0.0/16", "dev", "vxt0", "src", n.tunAddr.String())
+	run(t, "ip", "-n", n.name, "link", "set", "vxtr0", "mtu", fmt.Sprint(mtu), "up")
+	run(t, "ip", "-n", n.name, "addr", "add", n.tunAddr.String()+"/32", "dev", "vxtr0")
+	run(t, "ip", "-n", n.name, "route", "add", "172.16.0.0/16", "dev", "vxtr0", "src", n.tunAddr.String())
 
 	var err error
 	if n.table, err = NewTable(1, n.vtep); err != nil {
@@ -275,7 +274,7 @@ func TestTCPThroughForwarders(t *testing.T) {
 }
 
 func testTCPThroughForwarders(t *testing.T, c tcpCase) {
-	tag := fmt.Sprintf("vxrrt%06x", rand.Uint32()&0xffffff)
+	tag := nettest.Name()
 	a := &tcpNode{name: tag + "a", under: netip.MustParseAddr("10.231.0.1"), tunAddr: netip.MustParseAddr("172.16.99.1"),
 		subnet: netip.MustParsePrefix("172.16.99.0/24"), vtep: net.HardwareAddr{0x02, 0, 0, 0, 0, 0xa}}
 	b := &tcpNode{name: tag + "b", under: netip.MustParseAddr("10.231.0.2"), tunAddr: netip.MustParseAddr("172.16.57.1"),

@@ -1208,7 +1208,7 @@ func TestGROTCPThroughTwoTUNs(t *testing.T) {
 		r    *offloadRig
 		dsts []string
 	}{{a, []string{"10.98.1.0/24", "fd98:1::/64"}}, {b, []string{"10.98.0.0/24", "fd98::/64"}}} {
-		link, err := rt.r.nl.LinkByName("vxrt1")
+		link, err := rt.r.nl.LinkByName("vxtt1")
 		if err != nil {
 			t.Fatal(err)
 		}

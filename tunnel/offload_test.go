@@ -47,7 +47,7 @@ func newOffloadRigAddrs(t testing.TB, queues int, addrs ...netip.Prefix) *offloa
 	inNetns(t, ns, func() {
 		// Yields as vxrouter run has them: reads yield before they
 		// park or end a batch.
-		devs, backend, err := OpenTUN("vxrt1", TUNOptions{Queues: queues, Yields: 3})
+		devs, backend, err := OpenTUN("vxtt1", TUNOptions{Queues: queues, Yields: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func newOffloadRigAddrs(t testing.TB, queues int, addrs ...netip.Prefix) *offloa
 				d.Close()
 			}
 		})
-		link, err := nl.LinkByName("vxrt1")
+		link, err := nl.LinkByName("vxtt1")
 		if err != nil {
 			t.Fatalf("TUN device is not in the namespace: %v", err)
 		}
@@ -114,17 +114,17 @@ func TestOffloadTUN(t *testing.T) {
 			t.Fatalf("%d devices, want one per queue, 2", len(r.devs))
 		}
 		for i, d := range r.devs {
-			if d.Name() != "vxrt1" || d.BatchSize() < 64 {
-				t.Errorf("queue %d: Name %q, BatchSize %d; want vxrt1, >= 64", i, d.Name(), d.BatchSize())
+			if d.Name() != "vxtt1" || d.BatchSize() < 64 {
+				t.Errorf("queue %d: Name %q, BatchSize %d; want vxtt1, >= 64", i, d.Name(), d.BatchSize())
 			}
 		}
-		link, err := r.nl.LinkByName("vxrt1")
+		link, err := r.nl.LinkByName("vxtt1")
 		if err != nil {
 			t.Fatal(err)
 		}
 		tt, ok := link.(*netlink.Tuntap)
 		if !ok {
-			t.Fatalf("vxrt1 is a %T", link)
+			t.Fatalf("vxtt1 is a %T", link)
 		}
 		want := netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_MULTI_QUEUE | netlink.TUNTAP_NO_PI
 		if tt.Flags&want != want || tt.Queues != 2 {
@@ -244,12 +244,12 @@ func TestOffloadTUN(t *testing.T) {
 		}
 		gone := time.Now().Add(5 * time.Second)
 		for {
-			_, err := r.nl.LinkByName("vxrt1")
+			_, err := r.nl.LinkByName("vxtt1")
 			if errors.As(err, new(netlink.LinkNotFoundError)) {
 				break
 			}
 			if time.Now().After(gone) {
-				t.Fatalf("vxrt1 still there after closing every queue (LinkByName: %v)", err)
+				t.Fatalf("vxtt1 still there after closing every queue (LinkByName: %v)", err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -267,7 +267,7 @@ func TestOpenTUNFallsBackToWater(t *testing.T) {
 	var logBuf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	inNetns(t, ns, func() {
-		devs, backend, err := OpenTUN("vxrt2", TUNOptions{Queues: 2, Log: log,
+		devs, backend, err := OpenTUN("vxtt2", TUNOptions{Queues: 2, Log: log,
 			probe: func(int) error { return unix.EINVAL }})
 		if err != nil {
 			t.Fatal(err)
@@ -277,8 +277,8 @@ func TestOpenTUNFallsBackToWater(t *testing.T) {
 				d.Close()
 			}
 		}()
-		if backend != BackendWater || len(devs) != 1 || devs[0].BatchSize() != 1 || devs[0].Name() != "vxrt2" {
-			t.Fatalf("backend %s, %d devices; want water, 1 device named vxrt2 with BatchSize 1", backend, len(devs))
+		if backend != BackendWater || len(devs) != 1 || devs[0].BatchSize() != 1 || devs[0].Name() != "vxtt2" {
+			t.Fatalf("backend %s, %d devices; want water, 1 device named vxtt2 with BatchSize 1", backend, len(devs))
 		}
 	})
 	if !strings.Contains(logBuf.String(), "level=WARN") || !strings.Contains(logBuf.String(), "water") {
@@ -289,7 +289,7 @@ func TestOpenTUNFallsBackToWater(t *testing.T) {
 	if _, _, err := OpenTUN("a-name-longer-than-ifnamsiz", TUNOptions{}); err == nil {
 		t.Error("OpenTUN with a 27-byte name succeeded")
 	}
-	if _, _, err := OpenTUN("vxrt3", TUNOptions{Backend: "dpdk"}); err == nil {
+	if _, _, err := OpenTUN("vxtt3", TUNOptions{Backend: "dpdk"}); err == nil {
 		t.Error("OpenTUN with an unknown backend succeeded")
 	}
 }

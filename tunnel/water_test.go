@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -22,7 +21,7 @@ import (
 
 // newNetns creates a namespace of the test's own (see nettest.AddNetns).
 func newNetns(t testing.TB) netns.NsHandle {
-	return nettest.AddNetns(t, fmt.Sprintf("vxrtun-%08x", rand.Uint32()))
+	return nettest.AddNetns(t, nettest.Name())
 }
 
 // inNetns runs fn inside ns (see nettest.InNetns).
@@ -62,13 +61,13 @@ func newTunRig(t *testing.T) *tunRig {
 
 	r := &tunRig{nl: nl}
 	inNetns(t, ns, func() {
-		dev, err := OpenWater("vxrt0")
+		dev, err := OpenWater("vxtt0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { dev.Close() })
 		r.dev = dev
-		if r.link, err = nl.LinkByName("vxrt0"); err != nil {
+		if r.link, err = nl.LinkByName("vxtt0"); err != nil {
 			t.Fatalf("TUN device is not in the namespace: %v", err)
 		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: tunAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}}
@@ -187,8 +186,8 @@ func TestWaterTUN(t *testing.T) {
 	r := newTunRig(t)
 
 	t.Run("name and MTU", func(t *testing.T) {
-		if r.dev.Name() != "vxrt0" {
-			t.Errorf("Name = %q, want vxrt0", r.dev.Name())
+		if r.dev.Name() != "vxtt0" {
+			t.Errorf("Name = %q, want vxtt0", r.dev.Name())
 		}
 		if r.dev.BatchSize() != 1 {
 			t.Errorf("BatchSize = %d, want 1", r.dev.BatchSize())
@@ -317,7 +316,7 @@ func TestWaterTUN(t *testing.T) {
 			withHeadroom(good),
 		}
 		n, err := r.dev.Write(bufs, headroom)
-		if n != 1 || err == nil || !strings.Contains(err.Error(), "vxrt0") {
+		if n != 1 || err == nil || !strings.Contains(err.Error(), "vxtt0") {
 			t.Fatalf("Write = %d, %v; want 1 and an error naming the device", n, err)
 		}
 		r.recver.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -367,12 +366,12 @@ func TestWaterTUN(t *testing.T) {
 		// Closing the last file of a non-persistent TUN removes it.
 		gone := time.Now().Add(5 * time.Second)
 		for {
-			_, err := r.nl.LinkByName("vxrt0")
+			_, err := r.nl.LinkByName("vxtt0")
 			if errors.As(err, new(netlink.LinkNotFoundError)) {
 				break
 			}
 			if time.Now().After(gone) {
-				t.Fatalf("vxrt0 still there after Close (LinkByName: %v)", err)
+				t.Fatalf("vxtt0 still there after Close (LinkByName: %v)", err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -444,7 +443,7 @@ func TestWaterWriteChecksums(t *testing.T) {
 // (its "RX" counter: from the kernel's side, written packets arrive).
 func rxPackets(t *testing.T, r *tunRig) uint64 {
 	t.Helper()
-	l, err := r.nl.LinkByName("vxrt0")
+	l, err := r.nl.LinkByName("vxtt0")
 	if err != nil {
 		t.Fatal(err)
 	}

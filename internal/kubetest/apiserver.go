@@ -29,6 +29,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"vxrouter/internal/nettest"
 	"vxrouter/lease"
 )
 
@@ -355,7 +356,9 @@ func New(t testing.TB, o Options) *APIServer {
 	}
 	if o.Dir == "" {
 		// Short: the etcd socket's path must fit in 107 bytes.
-		d, err := os.MkdirTemp("", "kubetest-")
+		// Named with the test run's base, so that a sweep after a killed
+		// run removes it and kills the API server whose flags name it.
+		d, err := os.MkdirTemp("", "vxrouter-kubetest-"+nettest.Base())
 		if err != nil {
 			t.Fatal(err)
 		}

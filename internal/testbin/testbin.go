@@ -8,29 +8,28 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
+
+	"vxrouter/internal/nettest"
 )
 
-// Main builds vxrouter when running as root (the only way those tests
-// run), sets *path to it, runs the tests and exits. Without root *path
-// stays "" and the tests that need it skip.
-func Main(m *testing.M, path *string) {
-	if os.Geteuid() != 0 {
-		os.Exit(m.Run())
+// Build is a nettest.Main setup that builds vxrouter and sets *path to
+// it; it runs only as root (the only way those tests run), so without
+// root *path stays "" and the tests that need it skip. The directory is
+// named after the run (nettest.Base), so every process started from it
+// carries the run's base in its command line, and a sweep after a killed
+// run finds and kills it, and removes the directory.
+func Build(path *string) nettest.Setup {
+	return func() (func(), error) {
+		dir, err := os.MkdirTemp("", "vxrouter-test-bin-"+nettest.Base()+"-")
+		if err != nil {
+			return nil, err
+		}
+		bin := filepath.Join(dir, "vxrouter")
+		if out, err := exec.Command("go", "build", "-o", bin, "vxrouter").CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("build vxrouter: %w\n%s", err, out)
+		}
+		*path = bin
+		return func() { os.RemoveAll(dir) }, nil
 	}
-	dir, err := os.MkdirTemp("", "vxrouter-test-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	*path = filepath.Join(dir, "vxrouter")
-	out, err := exec.Command("go", "build", "-o", *path, "vxrouter").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build vxrouter: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
 }

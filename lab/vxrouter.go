@@ -24,6 +24,7 @@ type NodeOptions struct {
 	Etcd   string   // an etcd endpoint reachable from the host's namespace (unix:// works from any)
 	Dir    string   // the node's state directory; subnet.env and the log go in it too
 	Args   []string // more flags for `vxrouter run`
+	Env    []string // more environment for it, "KEY=value" (NOTIFY_SOCKET, VXROUTER_...)
 	// Detach starts the node in a session of its own, so a terminal's
 	// Ctrl-C or hangup reaches only the caller, which stops it in order,
 	// and a node can outlive the caller (`vxrouter demo --keep`).
@@ -73,6 +74,9 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	}
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
+	if len(o.Env) > 0 {
+		n.cmd.Env = append(os.Environ(), o.Env...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if o.Detach {
 		n.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

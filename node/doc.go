@@ -3,6 +3,9 @@
 //
 // A node's life, in order:
 //
+//  0. open the admin endpoint (admin.go): one node per unix socket, so a
+//     second node given a live node's socket is refused here, before it
+//     touches etcd; /healthz answers from now on, /readyz says 503;
 //  1. find the underlay: the interface (by name or address, or the one the
 //     default route uses), its first IPv4 address (the node's PublicIP)
 //     and its MTU;
@@ -16,6 +19,11 @@
 //  5. write subnet.env for CNI and Docker;
 //  6. learn every peer's lease (list, then watch) into the route table,
 //     renew its own lease, and forward until told to stop.
+//
+// Once the first list of peers is in the route table the node is ready:
+// /readyz answers 200 and, under systemd (Type=notify, $NOTIFY_SOCKET),
+// it says READY=1, then a STATUS= line whenever peers join or leave, and
+// STOPPING=1 when it shuts down (lifecycle.go).
 //
 // On SIGINT or SIGTERM the node closes its TUN device (the kernel removes
 // the device and its routes with it) and its socket, and leaves its lease

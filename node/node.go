@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -80,6 +81,10 @@ type Node struct {
 	table *route.Table
 	fwd   *route.Forwarder
 	capt  captures
+
+	admin  *adminServer
+	notify *notifier
+	ph     atomic.Int32 // a phase
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -105,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("node: no state directory (--state-dir)")
 	}
-	n := &Node{cfg: cfg, log: cfg.Log}
+	n := &Node{cfg: cfg, log: cfg.Log, notify: &notifier{log: cfg.Log}}
 	if cfg.Capture != "" {
 		// Find out now, before anything is set up, that the file can be
 		// written; the capture itself starts once the node forwards.
@@ -115,6 +120,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		f.Close()
 	}
+	// The admin endpoint first: a node that would take another's socket
+	// is refused before it touches etcd.
+	if n.admin, err = n.openAdmin(cfg.AdminSocket, cfg.MetricsAddr); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.admin.close()
+		}
+	}()
 
 	if n.underlay, err = findUnderlay(cfg.Iface, cfg.PublicIP); err != nil {
 		return nil, err
@@ -145,6 +160,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.EtcdTimeout)
 	defer cancel()
+	n.notify.status("reading the overlay's config from etcd at %s", strings.Join(etcdCfg.Endpoints, ","))
 	if n.overlay, err = n.reg.Config(cctx); err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, fmt.Errorf("etcd at %s did not answer within %s: check --etcd-endpoints and that etcd is running (%w)",
@@ -212,6 +228,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		VtepMAC:     n.vtep,
 		PartialCsum: !cfg.FullChecksums,
 	}
+	n.notify.status("acquiring a subnet lease")
 	if n.lease, err = n.reg.Acquire(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
@@ -247,6 +264,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", n.lease.Subnet.Addr(), "route", n.overlay.Network, "subnet-file", cfg.SubnetFile)
+	n.notify.status("lease %s held, %s up; listing peers", n.lease.Subnet, dev.Name())
+	n.ph.Store(int32(phaseListing)) // the fields are set: the admin endpoint may read them
 	return n, nil
 }
 
@@ -264,13 +283,15 @@ func (n *Node) Counters() *route.Counters { return &n.fwd.Counters }
 
 // Run forwards, learns peers and renews the lease until ctx ends, then
 // shuts down cleanly and returns nil; or returns the error that stopped it.
+// The node is ready (/readyz, READY=1 to systemd) once the first list of
+// peers is in its route table.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.cli.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -283,7 +304,20 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer n.StopCapture()
 	run("forwarder", n.fwd.Run)
-	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
+	defer n.admin.close()
+	run("admin endpoint", func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-n.admin.failed():
+			return err
+		}
+	})
+	run("stop", func(ctx context.Context) error {
+		<-ctx.Done()
+		n.stopping()
+		return nil
+	})
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
 	run("renew lease", func(ctx context.Context) error {
 		return n.reg.KeepAlive(ctx, n.overlay, n.lease, n.leaseChanged(cancel, errc))
@@ -293,6 +327,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("stopped", "counters", n.fwd.Snapshot())
 	select {
 	case err := <-errc:
+		n.notify.status("stopped: %v", err)
 		return err
 	default:
 		return nil
@@ -361,9 +396,11 @@ func (n *Node) peerEvents(evs []lease.Event) {
 		})
 		n.log.Log(context.Background(), level, "peer", "subnet", l.Subnet, "public-ip", l.Attrs.PublicIP, "vtep-mac", l.Attrs.VtepMAC.String(), "partial-checksums", l.Attrs.PartialCsum)
 	}
+	what := describePeers(n.table, changes)
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)
 	}
+	n.peersApplied(what)
 	if level == slog.LevelDebug {
 		n.log.Info("peers updated", "events", len(evs), "peers", n.table.Len())
 	}

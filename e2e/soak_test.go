@@ -291,7 +291,9 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak %s: %v; traffic %d rounds, %d MB of TCP, %d of %d UDP datagrams",
 		elapsed.Round(time.Second), counts, traffic.rounds, traffic.tcpBytes>>20, traffic.udpGot, traffic.udpSent)
 	var report strings.Builder
-	fmt.Fprintf(&report, "%-5s %-10s %10s %10s %10s\n", "node", "metric", "start", "end", "peak")
+	// The last two columns are what is judged: the first third's
+	// highest, the last third's lowest.
+	fmt.Fprintf(&report, "%-5s %-10s %10s %10s %10s %12s %12s\n", "node", "metric", "start", "end", "peak", "1st 3rd max", "last 3rd min")
 	mu.Lock()
 	defer mu.Unlock()
 	names := make([]string, 0, len(peaks))
@@ -302,14 +304,35 @@ func TestSoak(t *testing.T) {
 	for _, name := range names {
 		ss := samples[name]
 		for i, m := range soakMetrics {
-			first, last := "-", "-"
-			if len(ss) > 0 {
-				first, last = soakFigure(ss[0][i], m.unit), soakFigure(ss[len(ss)-1][i], m.unit)
+			first, last, firstMax, lastMin := "-", "-", "-", "-"
+			if third := len(ss) / 3; third > 0 {
+				xs := column(ss, i)
+				first, last = soakFigure(xs[0], m.unit), soakFigure(xs[len(xs)-1], m.unit)
+				firstMax, lastMin = soakFigure(slices.Max(xs[:third]), m.unit), soakFigure(slices.Min(xs[len(xs)-third:]), m.unit)
 			}
-			fmt.Fprintf(&report, "%-5s %-10s %10s %10s %10s\n", name, m.name, first, last, soakFigure(peaks[name][i], m.unit))
+			fmt.Fprintf(&report, "%-5s %-10s %10s %10s %10s %12s %12s\n", name, m.name, first, last, soakFigure(peaks[name][i], m.unit), firstMax, lastMin)
 		}
 	}
 	t.Logf("samples every %s; churn nodes (c*) are only reported, each life lasting seconds:\n%s", plan.sampleEvery, report.String())
+	if testing.Verbose() {
+		// The path, not only its ends: each tenth of the run's highest.
+		var path strings.Builder
+		for _, s := range stable {
+			ss := samples[s.name]
+			if len(ss) < 10 {
+				continue
+			}
+			for i, m := range soakMetrics {
+				xs := column(ss, i)
+				fmt.Fprintf(&path, "%-5s %-10s", s.name, m.name)
+				for k := range 10 {
+					fmt.Fprintf(&path, " %9s", soakFigure(slices.Max(xs[k*len(xs)/10:(k+1)*len(xs)/10]), m.unit))
+				}
+				path.WriteByte('\n')
+			}
+		}
+		t.Logf("each tenth's highest:\n%s", path.String())
+	}
 
 	for _, e := range traffic.errs {
 		t.Errorf("traffic: %s", e)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"vxrouter/lab"
+	"vxrouter/lease"
 )
 
 // The soak: traffic keeps flowing between long-lived nodes while other
@@ -104,8 +105,9 @@ func TestSoak(t *testing.T) {
 	}
 	startMember := func(name string) *member {
 		m := &member{name: name, host: o.host(name)}
-		started := o.startEnv(m.host)
-		m.node, m.sub = started.node, started.subnet
+		var env lease.SubnetEnv
+		m.node, env = o.start(m.host)
+		m.sub = env.Subnet.Masked()
 		m.pod = o.pod(m.host, m.sub)
 		return m
 	}
@@ -358,25 +360,14 @@ func TestSoak(t *testing.T) {
 // returns at once) and waits for it to answer on its admin socket.
 func (o *overlay) soakJoin(h *lab.Host, mu *sync.Mutex, slot **lab.Node) {
 	o.t.Helper()
-	e := o.startEnv(h)
+	n, _ := o.start(h)
 	o.within(20*time.Second, h.Name+" answers on its admin socket", func() error {
-		_, err := e.node.Peers(o.ctx)
+		_, err := n.Peers(o.ctx)
 		return err
 	})
 	mu.Lock()
-	*slot = e.node
+	*slot = n
 	mu.Unlock()
-}
-
-type startedNode struct {
-	node   *lab.Node
-	subnet netip.Prefix
-}
-
-func (o *overlay) startEnv(h *lab.Host) startedNode {
-	o.t.Helper()
-	n, env := o.start(h)
-	return startedNode{n, env.Subnet.Masked()}
 }
 
 // soakGrowing reports whether a series keeps growing: the lowest sample

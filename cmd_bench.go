@@ -19,8 +19,10 @@ func benchCommand() *cli.Command {
 		Description: "bench builds each scenario in network namespaces on this machine (two hosts,\n" +
 			"a pod on each), measures pod to pod with its own traffic generator (TCP 1 and\n" +
 			"4 streams with their retransmits and CPU per GB: the whole machine's, the\n" +
-			"overlay's (the machine's less the underlay's) and the vxrouter processes'; UDP\n" +
-			"packets/s at 64 and 1400 bytes; round-trip latency) and tears it down again.\n" +
+			"overlay's (the machine's less the underlay's) and the vxrouter processes'; the\n" +
+			"cost test: one TCP stream paced to --cost-rate, with the same CPU figures at\n" +
+			"equal load, below saturation, which is what to compare data planes' cost on;\n" +
+			"UDP packets/s at 64 and 1400 bytes; round-trip latency) and tears it down again.\n" +
 			"Scenarios: underlay (pods routed without encapsulation), kernel-vxlan\n" +
 			"(flannel's vxlan backend), vxrouter-water, vxrouter-offload, and\n" +
 			"vxrouter-to-kernel and kernel-to-vxrouter (a vxrouter node and a kernel-vxlan\n" +
@@ -37,7 +39,8 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quick", Usage: "a smoke run of seconds: 0.5s tests and 200 round trips unless set otherwise", EnvVars: []string{"VXROUTER_BENCH_QUICK"}},
 			&cli.StringFlag{Name: "json", Usage: "write every figure, each round's raw values and the machine to this file", EnvVars: []string{"VXROUTER_BENCH_JSON"}},
 			&cli.StringFlag{Name: "svg", Usage: "write a bar chart to this file", EnvVars: []string{"VXROUTER_BENCH_SVG"}},
-			&cli.BoolFlag{Name: "iperf3", Usage: "take the TCP figures from iperf3 (must be installed) instead of the own generator", EnvVars: []string{"VXROUTER_BENCH_IPERF3"}},
+			&cli.StringFlag{Name: "cost-rate", Value: "1G", Usage: "pace of the cost test's TCP stream in bit/s, with k, M or G (e.g. 500M, 2.5G); every scenario should reach it: the default is below vxrouter-water's ~1.5 Gbit/s on 2 CPUs", EnvVars: []string{"VXROUTER_BENCH_COST_RATE"}},
+			&cli.BoolFlag{Name: "iperf3", Usage: "take the tcp1 and tcp4 figures from iperf3 (must be installed) instead of the own generator; the cost test always uses the own, which paces its socket", EnvVars: []string{"VXROUTER_BENCH_IPERF3"}},
 			&cli.StringFlag{Name: "binary", Usage: "the vxrouter binary the nodes run (default: this program)", EnvVars: []string{"VXROUTER_BENCH_BINARY"}},
 			&cli.StringSliceFlag{Name: "run-arg", Usage: "an extra flag for every node's \"vxrouter run\" (repeat it; e.g. --run-arg=--queues=2)", EnvVars: []string{"VXROUTER_BENCH_RUN_ARGS"}},
 			&cli.StringFlag{Name: "prefix", Value: bench.DefaultPrefix, Usage: "name prefix of the bench's network namespaces", EnvVars: []string{"VXROUTER_BENCH_PREFIX"}},
@@ -47,6 +50,10 @@ func benchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			costRate, err := bench.ParseRate(c.String("cost-rate"))
+			if err != nil {
+				return fmt.Errorf("--cost-rate (or $VXROUTER_BENCH_COST_RATE): %w", err)
+			}
 			o := bench.Options{
 				Scenarios:  benchList(c.String("scenarios")),
 				Tests:      benchList(c.String("tests")),
@@ -54,6 +61,7 @@ func benchCommand() *cli.Command {
 				RoundTrips: c.Int("round-trips"),
 				Rounds:     c.Int("rounds"),
 				Quick:      c.Bool("quick"),
+				CostRate:   costRate,
 				IPerf3:     c.Bool("iperf3"),
 				Binary:     c.String("binary"),
 				RunArgs:    c.StringSlice("run-arg"),

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,13 @@ func explainCommand() *cli.Command {
 			"the headers the kernel adds, the MTU arithmetic, and the checks on the\n" +
 			"receiving node, with every header field and a hex dump. The bytes come\n" +
 			"from vxrouter's own encapsulation code. It needs no root and no network;\n" +
-			"--pcap also writes the packet before and after encapsulation for Wireshark.",
+			"--pcap also writes the packet before and after encapsulation for Wireshark,\n" +
+			"--svg draws the path and the frame's layers.\n\n" +
+			"--service 192.168.3.10:80 follows a connection to a Service instead: the\n" +
+			"nat rules kube-proxy writes, the DNAT to the backend pod --dst with the\n" +
+			"checksums it updates, the overlay, and conntrack's rewrite of the answer.\n" +
+			"--to-outside follows a packet to a host outside the cluster through\n" +
+			"flannel's --ip-masq rule (MASQUERADE) and back.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "src", Value: d.Src.String(), Usage: "source pod address (IPv4 or IPv6)", EnvVars: env("SRC")},
 			&cli.StringFlag{Name: "dst", Value: d.Dst.String(), Usage: "destination pod address, on the other node", EnvVars: env("DST")},
@@ -42,6 +49,11 @@ func explainCommand() *cli.Command {
 			&cli.IntFlag{Name: "port", Value: int(d.Port), Usage: "VXLAN UDP port (8472 is Linux's and flannel's, 4789 IANA's)", EnvVars: env("PORT")},
 			&cli.IntFlag{Name: "mtu", Value: d.MTU, Usage: "the underlay's MTU", EnvVars: env("MTU")},
 			&cli.StringFlag{Name: "pcap", Usage: "also write the packet on the pod's veth and on the underlay to this pcap `FILE`", EnvVars: env("PCAP")},
+			&cli.StringFlag{Name: "svg", Usage: "also draw the journey, the path across the nodes and the packet's layers with their byte offsets, to this SVG `FILE`", EnvVars: env("SVG")},
+			&cli.StringFlag{Name: "service", Usage: "follow a connection from --src to this Service `IP:PORT` (ClusterIP), DNATed by kube-proxy's rules on node A to the backend pod --dst", EnvVars: env("SERVICE")},
+			&cli.IntFlag{Name: "target-port", Value: explain.DefaultTargetPort, Usage: "with --service: the backend pods' port", EnvVars: env("TARGET_PORT")},
+			&cli.StringFlag{Name: "service-network", Usage: "with --service: the range of ClusterIPs (default: the /24 around it)", EnvVars: env("SERVICE_NETWORK")},
+			&cli.BoolFlag{Name: "to-outside", Usage: "follow a packet from --src to a host outside the overlay (--dst, default " + explain.DefaultOutside.String() + "), masqueraded by flannel's --ip-masq rule on node A", EnvVars: env("TO_OUTSIDE")},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -59,7 +71,13 @@ func explainCommand() *cli.Command {
 			// fails before the text scrolls by.
 			path := c.String("pcap")
 			if path != "" {
-				if err := writePcap(j, path); err != nil {
+				if err := writeFile(path, "pcap", j.WritePcap); err != nil {
+					return err
+				}
+			}
+			svg := c.String("svg")
+			if svg != "" {
+				if err := writeFile(svg, "svg", j.WriteSVG); err != nil {
 					return err
 				}
 			}
@@ -67,7 +85,10 @@ func explainCommand() *cli.Command {
 				return err
 			}
 			if path != "" {
-				fmt.Fprintf(c.App.Writer, "\nWrote %s: 2 packets (1: the pod's frame on its veth, 2: the frame on the underlay).\n", path)
+				fmt.Fprintf(c.App.Writer, "\nWrote %s: %s.\n", path, j.PcapSummary())
+			}
+			if svg != "" {
+				fmt.Fprintf(c.App.Writer, "Wrote %s: the path across the nodes and the packet's layers.\n", svg)
 			}
 			return nil
 		},
@@ -115,7 +136,31 @@ func explainOptions(c *cli.Context) (explain.Options, error) {
 	if err != nil {
 		return o, err
 	}
+	if c.Bool("to-outside") && !c.IsSet("dst") {
+		o.Dst = explain.DefaultOutside
+	}
+	o.ToOutside = c.Bool("to-outside")
+	if v := c.String("service"); v != "" {
+		if o.Service, err = netip.ParseAddrPort(v); err != nil {
+			return o, fmt.Errorf("--service %q: not a ClusterIP:port like 192.168.3.10:80", v)
+		}
+		if c.IsSet("size") && (!c.IsSet("proto") || strings.EqualFold(c.String("proto"), "tcp")) {
+			return o, errors.New("--size with --service: the TCP SYN that opens the connection carries no data (--size is for --proto udp)")
+		}
+	}
+	prefix("service-network", &o.ServiceNetwork)
+	if err != nil {
+		return o, err
+	}
+	tp := c.Int("target-port")
+	if tp < 1 || tp > 65535 {
+		return o, fmt.Errorf("--target-port %d: want a port, 1 to 65535", tp)
+	}
+	o.TargetPort = uint16(tp)
 	o.Proto = c.String("proto")
+	if o.Service.IsValid() && !c.IsSet("proto") {
+		o.Proto = "tcp" // a Service's port; a ping gets no answer
+	}
 	o.Size = c.Int("size")
 	o.MTU = c.Int("mtu")
 	vni := c.Int64("vni")
@@ -131,19 +176,20 @@ func explainOptions(c *cli.Context) (explain.Options, error) {
 	return o, nil
 }
 
-// writePcap writes the journey's capture to path, replacing the file.
-func writePcap(j *explain.Journey, path string) (err error) {
+// writeFile writes a file with write, replacing it; a file that could not
+// be written whole is removed.
+func writeFile(path, what string, write func(io.Writer) error) (err error) {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("create pcap file: %w", err)
+		return fmt.Errorf("create %s file: %w", what, err)
 	}
 	defer func() {
 		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close pcap file %q: %w", path, cerr)
+			err = fmt.Errorf("close %s file %q: %w", what, path, cerr)
 		}
 		if err != nil {
 			err = errors.Join(err, os.Remove(path))
 		}
 	}()
-	return j.WritePcap(f)
+	return write(f)
 }

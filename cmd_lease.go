@@ -104,7 +104,10 @@ func leaseListCommand() *cli.Command {
 		Usage:     "show every subnet key: subnet, public IP, VTEP MAC, backend, expiry",
 		ArgsUsage: " ",
 		Description: "Reservations (keys without an etcd lease) show \"reserved\" as their expiry.\n" +
-			"Keys whose name or value does not parse are left out, with a warning.",
+			"Keys whose name or value does not parse are left out, with a warning. When a\n" +
+			"lease has an IPv6 part (a dual-stack or IPv6-only overlay), the IPv6 subnet and\n" +
+			"public IPv6 get columns of their own; two VTEP MACs (a flannel node's flannel.1\n" +
+			"and flannel-v6.1) show as IPv4's/IPv6's.",
 		Flags: leaseFlags(&cli.BoolFlag{Name: "json", Usage: "print a JSON array instead of a table"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -115,7 +118,12 @@ func leaseListCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				slices.SortFunc(leases, func(a, b lease.Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+				slices.SortFunc(leases, func(a, b lease.Lease) int {
+					if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
+						return c
+					}
+					return a.IPv6Subnet.Addr().Compare(b.IPv6Subnet.Addr())
+				})
 				if c.Bool("json") {
 					return printLeasesJSON(c.App.Writer, leases, time.Now())
 				}
@@ -125,15 +133,19 @@ func leaseListCommand() *cli.Command {
 	}
 }
 
-// printLeases writes the table `lease list` shows.
+// printLeases writes the table `lease list` shows. The IPv6 columns are
+// there only when some lease has an IPv6 part, so an IPv4 overlay's table
+// is as it always was.
 func printLeases(w io.Writer, leases []lease.Lease, now time.Time) error {
+	v6 := slices.ContainsFunc(leases, func(l lease.Lease) bool { return l.IPv6Subnet.IsValid() })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tBACKEND\tLEASE\tEXPIRES")
+	if v6 {
+		fmt.Fprintln(tw, "SUBNET\tIPV6 SUBNET\tPUBLIC IP\tPUBLIC IPV6\tVTEP MAC\tBACKEND\tLEASE\tEXPIRES")
+	} else {
+		fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tVTEP MAC\tBACKEND\tLEASE\tEXPIRES")
+	}
 	for _, l := range leases {
-		mac, id, exp := "-", "-", "reserved"
-		if len(l.Attrs.VtepMAC) > 0 {
-			mac = l.Attrs.VtepMAC.String()
-		}
+		id, exp := "-", "reserved"
 		if !l.Reservation() {
 			// Hex, as etcdctl shows and takes lease IDs.
 			id = fmt.Sprintf("%x", int64(l.LeaseID))
@@ -142,19 +154,53 @@ func printLeases(w io.Writer, leases []lease.Lease, now time.Time) error {
 				exp = fmt.Sprintf("%s (in %s)", l.Expiration.UTC().Format(time.RFC3339), left.Round(time.Second))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, mac, l.Attrs.BackendType, id, exp)
+		if v6 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", orDash(l.Subnet), orDash(l.IPv6Subnet), orDash(l.Attrs.PublicIP), orDash(l.Attrs.PublicIPv6),
+				vtepMACs(l.Attrs), l.Attrs.BackendType, id, exp)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, vtepMACs(l.Attrs), l.Attrs.BackendType, id, exp)
 	}
 	return tw.Flush()
 }
 
+// orDash is v as a string, or "-" when it is not set.
+func orDash[T interface {
+	IsValid() bool
+	String() string
+}](v T) string {
+	if !v.IsValid() {
+		return "-"
+	}
+	return v.String()
+}
+
+// vtepMACs is a lease's VTEP MAC, or its two joined by "/" when its
+// IPv4 and IPv6 VTEPs differ (a flannel node's devices), or "-".
+func vtepMACs(a lease.Attrs) string {
+	var out []string
+	if a.VtepMAC != nil {
+		out = append(out, a.VtepMAC.String())
+	}
+	if d := a.BackendV6Data; d != nil && (a.VtepMAC == nil || d.VtepMAC.String() != a.VtepMAC.String()) {
+		out = append(out, d.VtepMAC.String())
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, "/")
+}
+
 // leaseJSON is one lease in `lease list --json`.
 type leaseJSON struct {
-	Subnet      string
-	PublicIP    string
+	Subnet      string `json:",omitempty"`
+	IPv6Subnet  string `json:",omitempty"`
+	PublicIP    string `json:",omitempty"`
 	PublicIPv6  string `json:",omitempty"`
 	BackendType string
 	VNI         int
 	VtepMAC     string `json:",omitempty"`
+	VtepMACv6   string `json:",omitempty"` // BackendV6Data's
 	Reserved    bool
 	LeaseID     string     `json:",omitempty"` // hex, as etcdctl takes it
 	Expiration  *time.Time `json:",omitempty"`
@@ -165,17 +211,27 @@ func printLeasesJSON(w io.Writer, leases []lease.Lease, now time.Time) error {
 	out := make([]leaseJSON, 0, len(leases))
 	for _, l := range leases {
 		j := leaseJSON{
-			Subnet:      l.Subnet.String(),
-			PublicIP:    l.Attrs.PublicIP.String(),
 			BackendType: l.Attrs.BackendType,
 			VNI:         l.Attrs.VNI,
 			Reserved:    l.Reservation(),
+		}
+		if l.Subnet.IsValid() {
+			j.Subnet, j.PublicIP = l.Subnet.String(), l.Attrs.PublicIP.String()
+		}
+		if l.IPv6Subnet.IsValid() {
+			j.IPv6Subnet = l.IPv6Subnet.String()
 		}
 		if l.Attrs.PublicIPv6.IsValid() {
 			j.PublicIPv6 = l.Attrs.PublicIPv6.String()
 		}
 		if len(l.Attrs.VtepMAC) > 0 {
 			j.VtepMAC = l.Attrs.VtepMAC.String()
+		}
+		if d := l.Attrs.BackendV6Data; d != nil {
+			j.VtepMACv6 = d.VtepMAC.String()
+			if !l.Attrs.PublicIP.IsValid() {
+				j.VNI = d.VNI
+			}
 		}
 		if !l.Reservation() {
 			j.LeaseID = fmt.Sprintf("%x", int64(l.LeaseID))
@@ -218,7 +274,7 @@ func leaseConfigCommand() *cli.Command {
 				Description: "Writes flannel's config JSON to <prefix>/config, given inline, in a file (@FILE)\n" +
 					"or on stdin (@-). It is checked first, as vxrouter nodes check it; a config that\n" +
 					"does not pass is refused with the reason, and nothing is written. Fields vxrouter\n" +
-					"does not use (EnableIPv6, IPv6Network, ...) are kept for flannel nodes.\n\n" +
+					"does not use (EnableNFTables, Backend options, ...) are kept for flannel nodes.\n\n" +
 					"Example: vxrouter lease config set '{\"Network\":\"172.16.0.0/16\",\"Backend\":{\"Type\":\"vxlan\"}}'",
 				Flags: leaseFlags(),
 				Action: func(c *cli.Context) error {
@@ -292,19 +348,30 @@ func configSet(ctx context.Context, c *cli.Context, r *lease.Registry, b []byte)
 		return err
 	}
 	for _, l := range leases {
-		if !cfg.Contains(l.Subnet) {
+		if !cfg.Fits(l.Subnet, l.IPv6Subnet) {
 			what := "its node will move to another subnet when it next acquires"
 			if l.Reservation() {
 				what = "this reservation will be ignored"
 			}
-			fmt.Fprintf(errw, "warning: %s (PublicIP %s) is outside the new config: %s\n", l.Subnet, l.Attrs.PublicIP, what)
+			owner := "PublicIP " + l.Attrs.PublicIP.String()
+			if !l.Attrs.PublicIP.IsValid() {
+				owner = "PublicIPv6 " + l.Attrs.PublicIPv6.String()
+			}
+			fmt.Fprintf(errw, "warning: %s (%s) is outside the new config: %s\n", strings.Join(prefixStrings(l.Subnets()), " and "), owner, what)
 		}
 	}
 	if _, err := r.PutConfigJSON(ctx, b); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "wrote %s: Network %s, /%d subnets %s..%s, %s VNI %d port %d\n",
-		r.ConfigKey(), cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax, cfg.Backend.Type, cfg.Backend.VNI, cfg.Backend.Port)
+	var nets []string
+	if cfg.IPv4Enabled() {
+		nets = append(nets, fmt.Sprintf("Network %s, /%d subnets %s..%s", cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax))
+	}
+	if cfg.IPv6Enabled() {
+		nets = append(nets, fmt.Sprintf("IPv6Network %s, /%d subnets %s..%s", cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax))
+	}
+	fmt.Fprintf(c.App.Writer, "wrote %s: %s, %s VNI %d port %d\n",
+		r.ConfigKey(), strings.Join(nets, ", "), cfg.Backend.Type, cfg.Backend.VNI, cfg.Backend.Port)
 	return nil
 }
 
@@ -337,58 +404,110 @@ func leaseReserveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "reserve",
 		Usage:     "reserve a subnet for the node with a public IP",
-		ArgsUsage: "SUBNET",
+		ArgsUsage: "SUBNET [IPV6-SUBNET]",
 		Description: "Writes SUBNET's key without an etcd lease: a reservation, which never expires,\n" +
 			"which nobody else takes, and which the node with --public-ip takes on its next\n" +
 			"start in preference to anything else (flannel nodes too). SUBNET must be one the\n" +
 			"config hands out (172.16.5.0/24, or the key form 172.16.5.0-24). If the node holds\n" +
 			"the subnet now, its lease becomes the reservation in place. Another node's subnet,\n" +
 			"or one overlapping another key, is refused. --vtep-mac defaults to the MAC in that\n" +
-			"node's current lease.",
+			"node's current lease.\n\n" +
+			"A dual-stack overlay's reservation holds a subnet of each family and both public\n" +
+			"addresses: 172.16.5.0/24 fd00:16:0:5::/64 --public-ip 10.0.0.9 --public-ipv6\n" +
+			"fd77::9 (or the key form 172.16.5.0-24&fd00:16:0:5::-64); an IPv6-only one the\n" +
+			"IPv6 subnet and --public-ipv6. --vtep-mac is then the MAC of both VTEPs (a\n" +
+			"vxrouter node has one); left out, each is taken from the node's current lease.",
 		Flags: leaseFlags(
-			&cli.StringFlag{Name: "public-ip", Usage: "the node's public IP, as in its lease (required)", Required: true},
+			&cli.StringFlag{Name: "public-ip", Usage: "the node's public IP, as in its lease (required unless the overlay is IPv6-only)"},
+			&cli.StringFlag{Name: "public-ipv6", Usage: "the node's public IPv6 address, as in its lease (required when the overlay carries IPv6)"},
 			&cli.StringFlag{Name: "vtep-mac", Usage: "the node's VTEP MAC (default: from the node's current lease)"},
 		),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return errors.New("lease reserve takes one argument: the subnet, e.g. 172.16.5.0/24")
+			if c.NArg() < 1 || c.NArg() > 2 {
+				return errors.New("lease reserve takes the subnet, e.g. 172.16.5.0/24, and in a dual-stack overlay the IPv6 one too, e.g. 172.16.5.0/24 fd00:16:0:5::/64")
 			}
-			subnet, err := parseSubnetArg(c.Args().First())
-			if err != nil {
-				return err
+			want := &lease.Lease{}
+			for _, arg := range c.Args().Slice() {
+				v4, v6, err := parseSubnetsArg(arg)
+				if err != nil {
+					return err
+				}
+				for _, p := range []netip.Prefix{v4, v6} {
+					switch {
+					case !p.IsValid():
+					case p.Addr().Is4() && !want.Subnet.IsValid():
+						want.Subnet = p
+					case p.Addr().Is6() && !want.IPv6Subnet.IsValid():
+						want.IPv6Subnet = p
+					default:
+						return fmt.Errorf("lease reserve: two %s subnets given; want one of each family at most", family(p))
+					}
+				}
 			}
-			ip, err := netip.ParseAddr(c.String("public-ip"))
-			if err != nil || !ip.Is4() {
-				return fmt.Errorf("--public-ip %q: want an IPv4 address", c.String("public-ip"))
+			if s := c.String("public-ip"); s != "" {
+				ip, err := netip.ParseAddr(s)
+				if err != nil || !ip.Is4() {
+					return fmt.Errorf("--public-ip %q: want an IPv4 address", s)
+				}
+				want.Attrs.PublicIP = ip
 			}
-			var mac net.HardwareAddr
+			if s := c.String("public-ipv6"); s != "" {
+				ip, err := netip.ParseAddr(s)
+				if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
+					return fmt.Errorf("--public-ipv6 %q: want an IPv6 address", s)
+				}
+				want.Attrs.PublicIPv6 = ip
+			}
+			if want.Subnet.IsValid() && !want.Attrs.PublicIP.IsValid() {
+				return errors.New("lease reserve: --public-ip is required with an IPv4 subnet")
+			}
+			if want.IPv6Subnet.IsValid() && !want.Attrs.PublicIPv6.IsValid() {
+				return errors.New("lease reserve: --public-ipv6 is required with an IPv6 subnet")
+			}
 			if s := c.String("vtep-mac"); s != "" {
-				if mac, err = net.ParseMAC(s); err != nil || len(mac) != 6 {
+				mac, err := net.ParseMAC(s)
+				if err != nil || len(mac) != 6 {
 					return fmt.Errorf("--vtep-mac %q: want a MAC address like d6:51:2e:80:5c:69", s)
 				}
+				want.Attrs.VtepMAC = mac
 			}
 			return withRegistry(c, func(ctx context.Context, r *lease.Registry) error {
 				cfg, err := r.Config(ctx)
 				if err != nil {
 					return err
 				}
-				l, err := r.Reserve(ctx, cfg, subnet, ip, mac)
+				l, err := r.ReserveLease(ctx, cfg, want)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.App.Writer, "reserved %s for %s (VTEP MAC %s): %s\n", l.Subnet, l.Attrs.PublicIP, l.Attrs.VtepMAC, r.Key(l.Subnet))
+				fmt.Fprintf(c.App.Writer, "reserved %s for %s (VTEP MAC %s): %s\n", strings.Join(prefixStrings(l.Subnets()), " and "), l.Attrs.Owner(), vtepMACs(l.Attrs), r.LeaseKey(l))
 				return nil
 			})
 		},
 	}
 }
 
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
 func leaseReleaseCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "release",
 		Usage:     "delete a subnet's key, freeing the subnet",
-		ArgsUsage: "SUBNET",
-		Description: "Deletes SUBNET's key (and flannel's dual-stack key for it) whatever it holds:\n" +
+		ArgsUsage: "SUBNET|IPV6-SUBNET",
+		Description: "Deletes SUBNET's key (a dual-stack key whole, by either subnet) whatever it holds:\n" +
 			"a reservation, an expired lease, a value that does not parse. A key on a live\n" +
 			"etcd lease belongs to a node that runs or ran recently; release refuses it unless\n" +
 			"--yes, and says whose it is. With --yes the key goes and its etcd lease is revoked,\n" +
@@ -399,9 +518,12 @@ func leaseReleaseCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return errors.New("lease release takes one argument: the subnet, e.g. 172.16.5.0/24")
 			}
-			subnet, err := parseSubnetArg(c.Args().First())
+			subnet, subnet6, err := parseSubnetsArg(c.Args().First())
 			if err != nil {
 				return err
+			}
+			if !subnet.IsValid() {
+				subnet = subnet6
 			}
 			return withRegistry(c, func(ctx context.Context, r *lease.Registry) error {
 				l, err := r.Release(ctx, subnet, c.Bool("yes"))
@@ -415,26 +537,36 @@ func leaseReleaseCommand() *cli.Command {
 				if !l.Reservation() {
 					was = fmt.Sprintf("etcd lease %x", int64(l.LeaseID))
 				}
-				fmt.Fprintf(c.App.Writer, "released %s (was PublicIP %s, %s)\n", l.Subnet, l.Attrs.PublicIP, was)
+				owner := "PublicIP " + l.Attrs.PublicIP.String()
+				if !l.Attrs.PublicIP.IsValid() {
+					owner = "PublicIPv6 " + l.Attrs.PublicIPv6.String()
+				}
+				fmt.Fprintf(c.App.Writer, "released %s (was %s, %s)\n", strings.Join(prefixStrings(l.Subnets()), " and "), owner, was)
 				return nil
 			})
 		},
 	}
 }
 
-// parseSubnetArg takes "172.16.5.0/24" or the key form "172.16.5.0-24".
-func parseSubnetArg(s string) (netip.Prefix, error) {
+// parseSubnetsArg takes a subnet, "172.16.5.0/24" or "fd00:16:0:5::/64",
+// or a key name, "172.16.5.0-24", "172.16.5.0-24&fd00:16:0:5::-64" or
+// "fd00:16:0:5::-64", and returns its IPv4 and IPv6 subnets (either may
+// be unset).
+func parseSubnetsArg(s string) (v4, v6 netip.Prefix, err error) {
 	if !strings.Contains(s, "/") && strings.Contains(s, "-") {
-		return lease.ParseSubnetKey(s)
+		return lease.ParseKeyName(s)
 	}
 	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 CIDR like 172.16.5.0/24", s)
+	if err != nil || p.Addr().Is4In6() {
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet %q: want a CIDR like 172.16.5.0/24 or fd00:16:0:5::/64", s)
 	}
 	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("subnet %q has host bits set: did you mean %s?", s, p.Masked())
+		return netip.Prefix{}, netip.Prefix{}, fmt.Errorf("subnet %q has host bits set: did you mean %s?", s, p.Masked())
 	}
-	return p, nil
+	if p.Addr().Is6() {
+		return netip.Prefix{}, p, nil
+	}
+	return p, netip.Prefix{}, nil
 }
 
 // withRegistry connects to etcd as the flags say and runs f with the

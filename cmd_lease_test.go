@@ -156,11 +156,17 @@ func TestLeaseCommands(t *testing.T) {
 	// Sorted by address, not as etcd's keys sort ("172.16.57" < "172.16.9").
 	for i, l := range []*lease.Lease{l2, l1} {
 		f := strings.Fields(rows[i+1])
-		exp := l.Expiration.UTC().Format(time.RFC3339)[:len("2006-01-02T15:04")]
+		// The list asks etcd for the time left, a moment after Acquire
+		// worked out its expiration: seconds apart, perhaps across a
+		// minute.
+		var exp time.Time
+		if len(f) == 8 {
+			exp, _ = time.Parse(time.RFC3339, f[5])
+		}
 		if len(f) != 8 || f[0] != l.Subnet.String() || f[1] != l.Attrs.PublicIP.String() || f[2] != l.Attrs.VtepMAC.String() ||
-			f[3] != "vxlan" || f[4] != fmt.Sprintf("%x", int64(l.LeaseID)) || !strings.HasPrefix(f[5], exp) ||
+			f[3] != "vxlan" || f[4] != fmt.Sprintf("%x", int64(l.LeaseID)) || exp.Sub(l.Expiration).Abs() > 30*time.Second ||
 			f[6] != "(in" || !strings.HasPrefix(f[7], "59m") && !strings.HasPrefix(f[7], "1h0m") {
-			t.Fatalf("list row %d: %q, want %s", i, rows[i+1], l.Subnet)
+			t.Fatalf("list row %d: %q, want %s expiring at %s", i, rows[i+1], l.Subnet, l.Expiration.UTC().Format(time.RFC3339))
 		}
 	}
 
@@ -354,5 +360,80 @@ func TestLeaseEtcdPassword(t *testing.T) {
 	_, _, err = vxrouter(t, "", append([]string{"lease", "list", "--etcd-timeout", "3s"}, ep...)...)
 	if err == nil || !strings.Contains(err.Error(), "etcd has auth enabled: give a username and password") {
 		t.Fatalf("list without credentials: %v", err)
+	}
+}
+
+// TestLeaseCommandsDualStack: in a dual-stack overlay, list shows each
+// lease's IPv6 subnet and public IPv6 (and a flannel node's two VTEP
+// MACs), reserve takes a subnet of each family, and release takes either.
+func TestLeaseCommandsDualStack(t *testing.T) {
+	e, cli := leaseEtcd(t)
+	ep := []string{"--etcd-endpoints", e.UnixEndpoint()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _, err := vxrouter(t, "", append([]string{"lease", "config", "set"}, append(ep, `{"Network":"172.16.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:16::/48","Backend":{"Type":"vxlan"}}`)...)...)
+	if want := "wrote /coreos.com/network/config: Network 172.16.0.0/16, /24 subnets 172.16.1.0..172.16.255.0, IPv6Network fd00:16::/48, /64 subnets fd00:16:0:1::..fd00:16:0:ffff::, vxlan VNI 1 port 8472\n"; err != nil || out != want {
+		t.Fatalf("config set = %q, %v; want %q", out, err, want)
+	}
+	reg := lease.NewRegistry(cli, "", nil)
+	cfg, err := reg.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A flannel node: flannel-v6.1 has a MAC of its own.
+	a := lease.Attrs{PublicIP: netip.MustParseAddr("10.0.0.1"), PublicIPv6: netip.MustParseAddr("fd77::1"), BackendType: "vxlan", VNI: 1,
+		VtepMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, BackendV6Data: &lease.VXLANData{VNI: 1, VtepMAC: net.HardwareAddr{2, 0, 0, 0, 6, 1}}}
+	l, err := reg.AcquireSubnets(ctx, cfg, a, []netip.Prefix{netip.MustParsePrefix("172.16.57.0/24"), netip.MustParsePrefix("fd00:16:0:39::/64")}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserve := func(args ...string) (string, error) {
+		out, _, err := vxrouter(t, "", append(append([]string{"lease", "reserve"}, ep...), args...)...)
+		return out, err
+	}
+	if _, err := reserve("--public-ip", "10.0.0.9", "--vtep-mac", "02:00:00:00:00:09", "172.16.200.0/24"); err == nil || !strings.Contains(err.Error(), "give an IPv6 subnet too") {
+		t.Fatalf("reserve of an IPv4 subnet alone: %v", err)
+	}
+	if _, err := reserve("--public-ip", "10.0.0.9", "--vtep-mac", "02:00:00:00:00:09", "172.16.200.0/24", "fd00:16:0:c8::/64"); err == nil || !strings.Contains(err.Error(), "--public-ipv6 is required") {
+		t.Fatalf("reserve without --public-ipv6: %v", err)
+	}
+	out, err = reserve("--public-ip", "10.0.0.9", "--public-ipv6", "fd77::9", "--vtep-mac", "02:00:00:00:00:09", "fd00:16:0:c8::/64", "172.16.200.0/24")
+	if want := "reserved 172.16.200.0/24 and fd00:16:0:c8::/64 for 10.0.0.9 (VTEP MAC 02:00:00:00:00:09): /coreos.com/network/subnets/172.16.200.0-24&fd00:16:0:c8::-64\n"; err != nil || out != want {
+		t.Fatalf("reserve = %q, %v; want %q", out, err, want)
+	}
+	out, _, err = vxrouter(t, "", append([]string{"lease", "list"}, ep...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	if len(rows) != 3 || strings.Join(strings.Fields(rows[0]), " ") != "SUBNET IPV6 SUBNET PUBLIC IP PUBLIC IPV6 VTEP MAC BACKEND LEASE EXPIRES" {
+		t.Fatalf("list: %q", rows)
+	}
+	if row := rowOf(out, "172.16.57.0/24"); !strings.HasPrefix(row, fmt.Sprintf("172.16.57.0/24 fd00:16:0:39::/64 10.0.0.1 fd77::1 02:00:00:00:00:01/02:00:00:00:06:01 vxlan %x ", int64(l.LeaseID))) {
+		t.Fatalf("list row of the flannel node: %q", row)
+	}
+	if row := rowOf(out, "172.16.200.0/24"); row != "172.16.200.0/24 fd00:16:0:c8::/64 10.0.0.9 fd77::9 02:00:00:00:00:09 vxlan - reserved" {
+		t.Fatalf("list row of the reservation: %q", row)
+	}
+	out, _, err = vxrouter(t, "", append([]string{"lease", "list", "--json"}, ep...)...)
+	var js []map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &js) != nil || len(js) != 2 || js[0]["IPv6Subnet"] != "fd00:16:0:39::/64" || js[0]["VtepMACv6"] != "02:00:00:00:06:01" || js[0]["PublicIPv6"] != "fd77::1" {
+		t.Fatalf("list --json: %v %s", err, out)
+	}
+	out, _, err = vxrouter(t, "", append([]string{"lease", "release"}, append(ep, "fd00:16:0:c8::/64")...)...)
+	if want := "released 172.16.200.0/24 and fd00:16:0:c8::/64 (was PublicIP 10.0.0.9, reservation)\n"; err != nil || out != want {
+		t.Fatalf("release by the IPv6 subnet = %q, %v; want %q", out, err, want)
+	}
+	// An IPv6-only overlay: reserve and list without IPv4.
+	if _, _, err := vxrouter(t, "", append([]string{"lease", "config", "set"}, append(ep, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:16::/48","Backend":{"Type":"vxlan"}}`)...)...); err != nil {
+		t.Fatal(err)
+	}
+	out, err = reserve("--public-ipv6", "fd77::7", "--vtep-mac", "02:00:00:00:00:07", "fd00:16:0:7::-64")
+	if want := "reserved fd00:16:0:7::/64 for fd77::7 (VTEP MAC 02:00:00:00:00:07): /coreos.com/network/subnets/fd00:16:0:7::-64\n"; err != nil || out != want {
+		t.Fatalf("reserve (IPv6-only) = %q, %v; want %q", out, err, want)
+	}
+	out, _, _ = vxrouter(t, "", append([]string{"lease", "list"}, ep...)...)
+	if row := rowOf(out, "-"); row != "- fd00:16:0:7::/64 - fd77::7 02:00:00:00:00:07 vxlan - reserved" {
+		t.Fatalf("list row of the IPv6-only reservation: %q in\n%s", row, out)
 	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -14,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"vxrouter/lease"
+	"vxrouter/masq"
 	"vxrouter/node"
 	"vxrouter/tunnel"
 )
@@ -29,16 +32,24 @@ func runCommand() *cli.Command {
 		// etcd's flags (endpoints, prefix, TLS, auth) are shared with `lease`.
 		Flags: append([]cli.Flag{
 			logLevelFlag(),
-			&cli.StringFlag{Name: "iface", Usage: "underlay interface, by name or address (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
-			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the interface's first IPv4)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
+			&cli.StringSliceFlag{Name: "iface", Usage: "underlay interface, by name or address; repeat it (or separate with commas) to try each in order, the first that exists and has an address of each family the overlay carries wins (default: the default route's)", EnvVars: []string{"VXROUTER_IFACE"}},
+			&repeatFlag{GenericFlag: cli.GenericFlag{Name: "iface-regex", Value: &wholeValues{}, Usage: "`REGEX` matched against each interface's addresses (of each family the overlay carries), then names, for the underlay; repeat it to try each in order, after every --iface (the variable holds one)", EnvVars: []string{"VXROUTER_IFACE_REGEX"}}},
+			&cli.StringFlag{Name: "iface-can-reach", Usage: "use the interface (and its address) the kernel routes `ADDRESS` through, as ip route get ADDRESS shows it; tried after --iface and --iface-regex", EnvVars: []string{"VXROUTER_IFACE_CAN_REACH"}},
+			&cli.StringFlag{Name: "public-ip", Usage: "the address peers send to (default: the underlay interface's first IPv4; without --iface*, the underlay is the interface that has this address)", EnvVars: []string{"VXROUTER_PUBLIC_IP"}},
+			&cli.StringFlag{Name: "public-ipv6", Usage: "the IPv6 address peers send to, when the overlay carries IPv6 (default: the underlay interface's first global or unique-local IPv6; without --iface* nor --public-ip, the underlay is the interface that has this address)", EnvVars: []string{"VXROUTER_PUBLIC_IPV6"}},
 			&cli.StringFlag{Name: "subnet-file", Value: node.DefaultSubnetFile, Usage: "where to write subnet.env", EnvVars: []string{"VXROUTER_SUBNET_FILE"}},
 			&cli.StringFlag{Name: "state-dir", Value: node.DefaultStateDir, Usage: "where the node keeps its VTEP MAC", EnvVars: []string{"VXROUTER_STATE_DIR"}},
 			&cli.StringFlag{Name: "tun-name", Value: node.DefaultTunName, Usage: "name of the TUN device", EnvVars: []string{"VXROUTER_TUN_NAME"}},
 			&cli.StringFlag{Name: "tun-backend", Value: tunnel.BackendOffload, Usage: "TUN backend: offload (TSO/GRO super-packets, multi-queue; falls back to water where the kernel refuses) or water (one packet per syscall)", EnvVars: []string{"VXROUTER_TUN_BACKEND"}},
 			&cli.IntFlag{Name: "queues", Value: runtime.NumCPU(), Usage: "TUN queues, underlay sockets and forwarding loop pairs (offload backend)", EnvVars: []string{"VXROUTER_QUEUES"}},
-			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU (sched_yield) and looks again before it sleeps or, on an offload TUN queue, ends its batch (0: at once, lowest latency; more: throughput under load; the water backend's TUN side never yields)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
+			&cli.IntFlag{Name: "poll-yields", Value: node.DefaultPollYields, Usage: "times a forwarding loop that finds nothing to read yields its CPU (sched_yield) and looks again before it sleeps or, on an offload TUN queue, ends its batch (0, the default: at once, lowest latency; more: a little more throughput on a machine with nothing else to run; the water backend's TUN side never yields)", EnvVars: []string{"VXROUTER_POLL_YIELDS"}},
+			&cli.StringFlag{Name: "src-port-range", Value: "auto", Usage: "outer UDP source ports, picked per inner flow so ECMP and RSS spread the overlay's flows (RFC 7348): auto (the host's ip_local_port_range, as Linux's vxlan), LO-HI, or fixed (every datagram from the VXLAN port)", EnvVars: []string{"VXROUTER_SRC_PORT_RANGE"}},
+			&cli.BoolFlag{Name: "anti-spoofing", Value: true, Usage: "deliver a datagram from a peer only if its inner source address is in that peer's subnet; false for a peer that routes other networks' traffic into the overlay without masquerading it (a gateway node)", EnvVars: []string{"VXROUTER_ANTI_SPOOFING"}},
 			&cli.BoolFlag{Name: "partial-checksums", Value: true, Usage: "between vxrouter nodes, leave inner TCP and UDP checksums unfinished (the outer UDP checksum covers every byte) and advertise that this node takes them so (\"PartialCsum\":true in the lease; flannel ignores it and always gets complete checksums); false computes every one", EnvVars: []string{"VXROUTER_PARTIAL_CHECKSUMS"}},
-			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: 1 on a host with 2 CPUs or fewer, else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
+			&cli.BoolFlag{Name: "ip-masq", Usage: "set up IP masquerade rules for traffic leaving the overlay network, as flanneld --ip-masq does (iptables, or nftables with \"EnableNFTables\":true in the config); subnet.env then says FLANNEL_IPMASQ=true", EnvVars: []string{"VXROUTER_IP_MASQ"}},
+			&cli.BoolFlag{Name: "ip-masq-fully-random-disable", Usage: "masquerade without fully random source ports (--random-fully), as flanneld's flag of that name", EnvVars: []string{"VXROUTER_IP_MASQ_FULLY_RANDOM_DISABLE"}},
+			&cli.IntFlag{Name: "iptables-resync", Value: int(masq.DefaultResync / time.Second), Usage: "seconds between checks that the --ip-masq rules are still in place (put back if another program removed them)", EnvVars: []string{"VXROUTER_IPTABLES_RESYNC"}},
+			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: on a host with 2 CPUs or fewer, 1, and as many as there are queues carrying traffic while they do; else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
 			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the read-only admin endpoint (/healthz, /readyz, /metrics, /counters, /peers) on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
@@ -68,6 +79,11 @@ func runCommand() *cli.Command {
 			_, envSet := os.LookupEnv("GOMAXPROCS")
 			if want := gomaxprocs(procs, runtime.GOMAXPROCS(0), envSet); procs > 0 || want != runtime.GOMAXPROCS(0) {
 				runtime.GOMAXPROCS(want)
+				if procs == 0 {
+					// Automatic on a small host: one P, more while
+					// several queues carry traffic.
+					cfg.AutoProcs = runtime.NumCPU()
+				}
 			}
 			if path := c.String("cpuprofile"); path != "" {
 				stop, err := startCPUProfile(path)
@@ -93,7 +109,6 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	}
 	cfg := node.Config{
 		EtcdPrefix:    prefix,
-		Iface:         c.String("iface"),
 		SubnetFile:    c.String("subnet-file"),
 		StateDir:      c.String("state-dir"),
 		TunName:       c.String("tun-name"),
@@ -101,7 +116,12 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		Queues:        c.Int("queues"),
 		PollYields:    c.Int("poll-yields"),
 		FullChecksums: !c.Bool("partial-checksums"),
+		NoSourceCheck: !c.Bool("anti-spoofing"),
 		LeaseTTL:      c.Duration("lease-ttl"),
+
+		IPMasq:                   c.Bool("ip-masq"),
+		IPMasqRandomFullyDisable: c.Bool("ip-masq-fully-random-disable"),
+		IPTablesResync:           time.Duration(c.Int("iptables-resync")) * time.Second,
 
 		EtcdTimeout:  c.Duration("etcd-timeout"),
 		AdminSocket:  c.String("admin-socket"),
@@ -116,12 +136,22 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		return cfg, err
 	}
 	cfg.Etcd = etcd
+	if err := underlayFlags(c, &cfg); err != nil {
+		return cfg, err
+	}
 	if s := c.String("public-ip"); s != "" {
 		ip, err := netip.ParseAddr(s)
 		if err != nil || !ip.Is4() {
 			return cfg, fmt.Errorf("--public-ip %q: want an IPv4 address", s)
 		}
 		cfg.PublicIP = ip
+	}
+	if s := c.String("public-ipv6"); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" || !ip.IsGlobalUnicast() || ip.IsLinkLocalUnicast() {
+			return cfg, fmt.Errorf("--public-ipv6 %q: want a global or unique-local IPv6 address, like fd77::1", s)
+		}
+		cfg.PublicIPv6 = ip
 	}
 	if cfg.CaptureLimit <= 0 {
 		return cfg, fmt.Errorf("--capture-limit %d: must be positive", cfg.CaptureLimit)
@@ -141,11 +171,88 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 	if cfg.Queues < 1 || cfg.Queues > 64 {
 		return cfg, fmt.Errorf("--queues %d: want 1 to 64", cfg.Queues)
 	}
+	switch r := c.String("src-port-range"); r {
+	case "auto", "":
+	case "fixed":
+		cfg.FixedSourcePort = true
+	default:
+		pr, err := tunnel.ParsePortRange(r)
+		if err != nil {
+			return cfg, fmt.Errorf("--src-port-range: %w (or auto, or fixed)", err)
+		}
+		cfg.SourcePorts = pr
+	}
+	if r := c.Int("iptables-resync"); r < 1 || r > 3600 {
+		return cfg, fmt.Errorf("--iptables-resync %d: want 1 to 3600 seconds", r)
+	}
 	if cfg.PollYields < 0 || cfg.PollYields > 100 {
 		return cfg, fmt.Errorf("--poll-yields %d: want 0 to 100", cfg.PollYields)
 	}
 	return cfg, nil
 }
+
+// underlayFlags reads --iface, --iface-regex and --iface-can-reach. A
+// regex that does not compile is an error here, where flanneld would log
+// it and try the next: a typo in a flag should stop the node, not pick
+// another interface.
+func underlayFlags(c *cli.Context, cfg *node.Config) error {
+	for _, s := range c.StringSlice("iface") {
+		if s != "" {
+			cfg.Iface = append(cfg.Iface, s)
+		}
+	}
+	for _, s := range c.Generic("iface-regex").(*wholeValues).vals {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return fmt.Errorf("--iface-regex %q: %w", s, err)
+		}
+		cfg.IfaceRegex = append(cfg.IfaceRegex, re)
+	}
+	if s := c.String("iface-can-reach"); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("--iface-can-reach %q: want an IP address", s)
+		}
+		cfg.IfaceCanReach = ip.Unmap()
+	}
+	return nil
+}
+
+// wholeValues is the value of a repeatable flag whose every occurrence is
+// taken whole: urfave/cli's StringSliceFlag cuts values at commas, and a
+// regex such as 10\.0\.[0-9]{1,3}\. has one. Its environment variable
+// holds one value, which values on the command line replace.
+type wholeValues struct {
+	vals    []string
+	fromEnv bool
+}
+
+func (w *wholeValues) Set(s string) error {
+	if w.fromEnv {
+		w.vals, w.fromEnv = nil, false
+	}
+	w.vals = append(w.vals, s)
+	return nil
+}
+
+func (w *wholeValues) String() string { return strings.Join(w.vals, " ") }
+
+// repeatFlag is a GenericFlag over wholeValues.
+type repeatFlag struct{ cli.GenericFlag }
+
+func (f *repeatFlag) Apply(set *flag.FlagSet) error {
+	if err := f.GenericFlag.Apply(set); err != nil {
+		return err
+	}
+	// Whatever is set by now came from the environment.
+	w := f.Value.(*wholeValues)
+	w.fromEnv = len(w.vals) > 0
+	return nil
+}
+
+// IsSliceFlag and String make --help show that it repeats.
+func (f *repeatFlag) IsSliceFlag() bool { return true }
+func (f *repeatFlag) String() string    { return cli.FlagStringer(f) }
 
 // splitEndpoints parses a comma-separated list of etcd endpoints.
 func splitEndpoints(s string) ([]string, error) {

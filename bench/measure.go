@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -51,6 +52,9 @@ type TCPResult struct {
 	// over the streams (TCP_INFO's total_retrans): lost, or thought lost
 	// because they came out of order.
 	Retransmits int64 `json:"retransmits"`
+	// MaxPacingRate is the cap on the senders' rate in bit/s as the
+	// kernel holds it (TCP_INFO's max pacing rate), 0 for none.
+	MaxPacingRate uint64 `json:"max_pacing_rate_bps,omitempty"`
 }
 
 // Gbps is the goodput: bytes the server received, in Gbit/s.
@@ -67,6 +71,25 @@ func (r TCPResult) Gbps() float64 {
 // write until the last stream's data has all arrived, so data still queued
 // when d ends is counted and so is the time it takes to drain.
 func MeasureTCP(ctx context.Context, client, server *lab.Pod, streams int, d time.Duration) (TCPResult, error) {
+	return measureTCP(ctx, client, server, streams, d, 0)
+}
+
+// MeasurePacedTCP runs one TCP connection from client to server for d, as
+// MeasureTCP does, with the sender paced to at most rate bits per second
+// (SO_MAX_PACING_RATE): a load every data plane can carry, so that what
+// it costs can be compared below saturation. Since Linux 4.13 TCP paces
+// by itself when asked to, without the fq qdisc. The rate counts the
+// TCP segments' bytes, so the goodput is a few percent below it.
+func MeasurePacedTCP(ctx context.Context, client, server *lab.Pod, rate uint64, d time.Duration) (TCPResult, error) {
+	if rate < 8 {
+		return TCPResult{Streams: 1}, fmt.Errorf("paced tcp test: rate %d bit/s: want at least 8", rate)
+	}
+	return measureTCP(ctx, client, server, 1, d, rate/8)
+}
+
+// measureTCP is MeasureTCP with each sender paced to pace bytes per
+// second, 0 for not at all.
+func measureTCP(ctx context.Context, client, server *lab.Pod, streams int, d time.Duration, pace uint64) (TCPResult, error) {
 	res := TCPResult{Streams: streams}
 	if streams < 1 || d <= 0 {
 		return res, fmt.Errorf("tcp test: want streams >= 1 and a duration > 0, have %d and %s", streams, d)
@@ -112,7 +135,13 @@ func MeasureTCP(ctx context.Context, client, server *lab.Pod, streams int, d tim
 				return err
 			}
 			track(c)
-			clients = append(clients, c.(*net.TCPConn))
+			tc := c.(*net.TCPConn)
+			if pace > 0 {
+				if err := setPacing(tc, pace); err != nil {
+					return err
+				}
+			}
+			clients = append(clients, tc)
 		}
 		return nil
 	})
@@ -186,11 +215,15 @@ func MeasureTCP(ctx context.Context, client, server *lab.Pod, streams int, d tim
 	res.Sent, res.Received = sent.Load(), received.Load()
 	res.Elapsed = time.Unix(0, lastEOF.Load()).Sub(start)
 	for i, c := range clients {
-		n, err := retransmits(c)
+		info, err := tcpInfo(c)
 		if err != nil {
 			errs[i] = errors.Join(errs[i], fmt.Errorf("stream %d: %w", i+1, err))
+			continue
 		}
-		res.Retransmits += n
+		res.Retransmits += int64(info.Total_retrans)
+		if info.Max_pacing_rate != math.MaxUint64 { // all ones: no cap
+			res.MaxPacingRate = info.Max_pacing_rate * 8
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return res, fmt.Errorf("tcp test %s -> %s: %w", client.Addr, dst, err)
@@ -198,21 +231,43 @@ func MeasureTCP(ctx context.Context, client, server *lab.Pod, streams int, d tim
 	return res, nil
 }
 
-// retransmits reads how many segments c's sender sent again.
-func retransmits(c *net.TCPConn) (int64, error) {
+// setPacing caps how fast c sends, in bytes per second, and so turns on
+// the TCP stack's own pacing.
+func setPacing(c *net.TCPConn, bytesPerSec uint64) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return 0, fmt.Errorf("tcp info: %w", err)
+		return fmt.Errorf("pacing: %w", err)
+	}
+	var serr error
+	// 8 bytes: a 64-bit kernel reads the rate as an unsigned long when
+	// given that much, so rates above 4 GB/s are not cut to 32 bits.
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_MAX_PACING_RATE, bytesPerSec)
+	}); err != nil {
+		return fmt.Errorf("pacing: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("pacing at %d B/s: %w", bytesPerSec, os.NewSyscallError("setsockopt SO_MAX_PACING_RATE", serr))
+	}
+	return nil
+}
+
+// tcpInfo reads what the kernel knows of c's sender: how many segments
+// it sent again, its pacing.
+func tcpInfo(c *net.TCPConn) (*unix.TCPInfo, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tcp info: %w", err)
 	}
 	var info *unix.TCPInfo
 	var serr error
 	if err := raw.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
-		return 0, fmt.Errorf("tcp info: %w", err)
+		return nil, fmt.Errorf("tcp info: %w", err)
 	}
 	if serr != nil {
-		return 0, fmt.Errorf("tcp info: %w", os.NewSyscallError("getsockopt TCP_INFO", serr))
+		return nil, fmt.Errorf("tcp info: %w", os.NewSyscallError("getsockopt TCP_INFO", serr))
 	}
-	return int64(info.Total_retrans), nil
+	return info, nil
 }
 
 // UDPResult is what one UDP test sent and what arrived.

@@ -105,3 +105,31 @@ func TestIPerf3(t *testing.T) {
 		t.Errorf("iperf3: %+v", r)
 	}
 }
+
+// TestPacedTCP: a stream paced to 200 Mbit/s does not go faster, over an
+// underlay that carries ten times that and more flat out. Only the upper
+// bound is strict: a loaded machine can make the stream slower than its
+// pace, never faster. The lower bound only catches a stream that hardly
+// moved at all.
+func TestPacedTCP(t *testing.T) {
+	topo := underlay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const rate = 200e6
+	r, err := MeasurePacedTCP(ctx, topo.Client, topo.Server, rate, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.Gbps() * 1e9
+	t.Logf("paced to %.0f Mbit/s: %d bytes in %s, %.1f Mbit/s (%.3f of the rate), kernel's cap %d bit/s",
+		rate/1e6, r.Received, r.Elapsed, got/1e6, got/rate, r.MaxPacingRate)
+	if r.MaxPacingRate != rate {
+		t.Errorf("TCP_INFO max pacing rate %d bit/s, want %d", r.MaxPacingRate, uint64(rate))
+	}
+	if got > 1.2*rate {
+		t.Errorf("paced to %.0f Mbit/s, moved %.1f Mbit/s: more than 20%% over", rate/1e6, got/1e6)
+	}
+	if got < rate/4 {
+		t.Errorf("paced to %.0f Mbit/s, moved %.1f Mbit/s", rate/1e6, got/1e6)
+	}
+}

@@ -24,22 +24,28 @@ func TestParseStatCPU(t *testing.T) {
 }
 
 func TestCPUSecondsSelf(t *testing.T) {
-	// Burn a little CPU, and the clock in /proc/self/stat must move.
+	// Burn CPU until the clock in /proc/self/stat has moved 50 ms: on a
+	// loaded machine that takes longer than 50 ms of wall time, never
+	// less, and never more than the wall time times the CPUs.
 	before, err := cpuSeconds([]int{os.Getpid()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	end := time.Now().Add(100 * time.Millisecond)
-	x := 0
-	for time.Now().Before(end) {
-		x++
+	start := time.Now()
+	after := before
+	for x := 0; after-before < 0.05; x++ {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("20 s of spinning read as %.2f s of CPU (%d loops)", after-before, x)
+		}
+		if x%100000 == 0 {
+			if after, err = cpuSeconds([]int{os.Getpid()}); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	after, err := cpuSeconds([]int{os.Getpid()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after-before < 0.03 || after-before > 10 {
-		t.Errorf("100 ms of spinning read as %.2f s of CPU (%d loops)", after-before, x)
+	// Ticks of 10 ms on both readings.
+	if wall := time.Since(start).Seconds(); after-before > wall*float64(runtime.NumCPU())+0.02 {
+		t.Errorf("%.3f s of wall time read as %.2f s of CPU", wall, after-before)
 	}
 	if _, err := cpuSeconds([]int{1 << 30}); err == nil {
 		t.Error("no error for a pid that does not exist")
@@ -92,7 +98,7 @@ func TestOptionsDefaults(t *testing.T) {
 	if err := o.setDefaults(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != len(Scenarios()) || len(o.Tests) != 5 {
+	if o.Duration != QuickDuration || o.RoundTrips != QuickRoundTrips || o.Rounds != 1 || len(o.Scenarios) != len(Scenarios()) || len(o.Tests) != 6 || o.CostRate != DefaultCostRate {
 		t.Errorf("quick defaults: %+v", o)
 	}
 	o = Options{Tests: []string{"latency", "tcp1"}, Scenarios: []string{"underlay"}}
@@ -108,6 +114,8 @@ func TestOptionsDefaults(t *testing.T) {
 		{Duration: time.Millisecond},
 		{Rounds: -1},
 		{RoundTrips: 3},
+		{CostRate: MinCostRate - 1},
+		{CostRate: MaxCostRate + 1},
 	} {
 		if err := bad.setDefaults(); err == nil {
 			t.Errorf("options %+v: no error", bad)

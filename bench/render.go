@@ -21,6 +21,10 @@ type cell struct {
 	value, ratio string
 	missing      string // "failed", "not run", "-"
 	why          string // for the chart, the longer form of a "-"
+	// mark flags a value that is not what its row compares: "*" for
+	// the cost figures of a scenario that was not at the pace below
+	// saturation (see Report.offPace).
+	mark string
 }
 
 func (r *Report) cell(s *ScenarioResult, m Metric) cell {
@@ -44,7 +48,68 @@ func (r *Report) cell(s *ScenarioResult, m Metric) cell {
 	if ratio, ok := r.Ratio(s.Name, m); ok {
 		c.ratio = strconv.FormatFloat(ratio, 'f', 2, 64) + "x"
 	}
+	if m.Test == "cost" {
+		short, busy := r.offPace(s)
+		// An overlay figure is the underlay's less, and shares its fate.
+		if u := r.Scenario(Underlay); m.MinusUnderlay != "" && u != nil {
+			us, ub := r.offPace(u)
+			short, busy = short || us, busy || ub
+		}
+		if short || busy {
+			c.mark = "*"
+		}
+	}
 	return c
+}
+
+// costHeader says, for a header line, how the cost test was paced; empty
+// when it did not run.
+func (r *Report) costHeader() string {
+	if !r.paced() {
+		return ""
+	}
+	by := ""
+	if r.Generator != "vxrouter bench" {
+		by = " by vxrouter bench" // iperf3 cannot pace a socket this way
+	}
+	return ", paced TCP at " + FormatRate(float64(r.CostRate)) + by
+}
+
+// offPaceNote says, a sentence a line, whose paced figures are marked
+// "*" and why; none when every scenario's are at the pace below
+// saturation.
+func (r *Report) offPaceNote() []string {
+	var short, busy []string
+	for i := range r.Scenarios {
+		s, b := r.offPace(&r.Scenarios[i])
+		if s {
+			short = append(short, r.Scenarios[i].Name)
+		}
+		if b {
+			busy = append(busy, r.Scenarios[i].Name)
+		}
+	}
+	names := func(ns []string) string {
+		if len(ns) == len(r.Scenarios) && len(ns) > 1 {
+			return "every scenario"
+		}
+		return strings.Join(ns, ", ")
+	}
+	var note []string
+	if len(short) > 0 {
+		note = append(note, fmt.Sprintf("* %s fell short of the pace (below %.0f%% of %s).",
+			names(short), 100*costReached, FormatRate(float64(r.CostRate))))
+	}
+	if len(busy) > 0 {
+		note = append(note, fmt.Sprintf("* %s reached the pace with the machine %.0f%% or more busy.", names(busy), 100*saturated))
+	}
+	if note == nil {
+		return nil
+	}
+	if slices.Contains(short, Underlay) || slices.Contains(busy, Underlay) {
+		note = append(note, "Every overlay figure subtracts the underlay's, so shares its mark.")
+	}
+	return append(note, "Marked figures were taken at saturation, of the data plane or of the machine, not at equal load below it.")
 }
 
 // WriteTable writes the medians as a table for a terminal: a row per
@@ -56,8 +121,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(bw, format+"\n", args...) }
 
 	p("vxrouter bench: pod to pod, %d CPUs, %s, %s%s", r.Machine.NumCPU, r.Machine.Kernel, r.Machine.GoVersion, r.Machine.congestion())
-	p("%gs per throughput test, %d round trips, median of %d round(s), TCP by %s; ratio = scenario / %s",
-		r.DurationSec, r.RoundTrips, r.Rounds, r.Generator, r.Baseline)
+	p("%gs per throughput test, %d round trips, median of %d round(s), TCP by %s%s; ratio = scenario / %s",
+		r.DurationSec, r.RoundTrips, r.Rounds, r.Generator, r.costHeader(), r.Baseline)
 	p("")
 
 	metrics := r.shown()
@@ -90,6 +155,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 				if c.ratio != "" {
 					t += "  " + c.ratio
 				}
+				if c.mark != "" {
+					t += " " + c.mark
+				}
 			}
 			cols[j] = append(cols[j], t)
 			widths[j] = max(widths[j], len(t))
@@ -112,14 +180,29 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p("")
 	p("Higher is better for Gbit/s and kpps; lower for loss, round trips and CPU.")
 	has := func(f func(Metric) bool) bool { return slices.ContainsFunc(metrics, f) }
+	tcp := slices.Contains(r.Tests, "tcp1") || slices.Contains(r.Tests, "tcp4")
+	if r.paced() {
+		p("Paced TCP: one TCP stream paced to %s (SO_MAX_PACING_RATE) for %gs, the same load in every scenario, below saturation: compare data planes on its CPU rows.",
+			FormatRate(float64(r.CostRate)), r.DurationSec)
+		if n := r.offPaceNote(); n != nil {
+			p("%s", strings.Join(n, " "))
+		}
+	}
+	if tcp {
+		instead := "compare data planes on the paced rows instead"
+		if !r.paced() {
+			instead = "the cost test compares data planes at equal load"
+		}
+		p("The TCP tests run flat out: on a small machine they saturate it, and their machine and overlay rows are then about NumCPU / throughput, counting whatever else ran; %s.", instead)
+	}
 	if has(func(m Metric) bool { return strings.HasSuffix(m.Key, "_machine_s_per_gb") }) {
 		p("Machine CPU: all CPUs' busy time (/proc/stat: user+nice+system+irq+softirq) over the test per GB received: everything on the box, both traffic ends, the kernel's softirqs, the routers, and anything else that ran.")
-		if b := r.busyNote(); b != nil {
+		if b := r.busyNote("the TCP tests", "tcp1", "tcp4"); b != nil {
 			p("%s", strings.Join(b, " "))
 		}
 	}
 	if has(func(m Metric) bool { return m.MinusUnderlay != "" }) {
-		p("Overlay CPU: machine CPU less the underlay's in the same test: what the overlay adds, which travels between machines unless the machine was saturated (-: the underlay has none).")
+		p("Overlay CPU: machine CPU less the underlay's in the same test: what the overlay adds, which travels between machines where the machine was not saturated (-: the underlay has none).")
 	}
 	if has(func(m Metric) bool { return m.Process }) {
 		p("Router CPU: the vxrouter processes' user+system time alone (two nodes; one in the mixed scenarios); the kernel's data planes have no process to charge (-).")
@@ -152,11 +235,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return bw.Flush()
 }
 
-// busyNote says how busy the machine was over the TCP tests and, when
-// it was saturated, what that means for its CPU per GB; none without
-// the raw clocks.
-func (r *Report) busyNote() []string {
-	lo, hi, ok := r.machineBusy()
+// busyNote says how busy the machine was over tests, called what, and,
+// when it was saturated, what that means for its CPU per GB; none
+// without the raw clocks.
+func (r *Report) busyNote(what string, tests ...string) []string {
+	lo, hi, ok := r.machineBusy(tests...)
 	if !ok {
 		return nil
 	}
@@ -165,7 +248,7 @@ func (r *Report) busyNote() []string {
 	if pct(lo) == pct(hi) {
 		busy = pct(hi)
 	}
-	note := []string{fmt.Sprintf("The machine was busy %s%% of its %d CPUs' time in these tests.", busy, r.Machine.NumCPU)}
+	note := []string{fmt.Sprintf("The machine was busy %s%% of its %d CPUs' time in %s.", busy, r.Machine.NumCPU, what)}
 	if hi >= saturated {
 		note = append(note, fmt.Sprintf("Where it was saturated (%s%% or more), machine CPU per GB is about %d CPUs / throughput and counts what else ran.",
 			pct(saturated), r.Machine.NumCPU))
@@ -229,11 +312,20 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	y += 16
 	p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(fmt.Sprintf(
 		"Each bar is labelled with its value and its ratio to %s (the dashed line). Each panel has its own scale from zero.", r.Baseline)))
+	// The charted CPU is the paced test's alone: the TCP tests' is at
+	// saturation on a small machine, their throughput inverted.
 	if slices.ContainsFunc(r.shown(), func(m Metric) bool { return m.Chart && m.Unit == "s/GB" }) {
-		y += 16
-		p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(
-			"CPU per GB received: machine = all CPUs' busy time (/proc/stat) over the test; overlay = machine less the underlay's."))
-		for _, l := range r.busyNote() {
+		own := ""
+		if r.Generator != "vxrouter bench" {
+			own = " (the bench's own)"
+		}
+		lines := []string{
+			fmt.Sprintf("Paced TCP%s: one stream paced to %s, the same load in every scenario: compare data planes on its CPU.", own, FormatRate(float64(r.CostRate))),
+			"CPU per GB received: machine = all CPUs' busy time (/proc/stat) over the test; overlay = machine less the underlay's.",
+		}
+		lines = append(lines, r.busyNote("the paced test", "cost")...)
+		lines = append(lines, r.offPaceNote()...)
+		for _, l := range lines {
 			y += 16
 			p(`<text x="20" y="%d" font-size="12" fill="#444">%s</text>`, y, esc(l))
 		}
@@ -295,6 +387,9 @@ func (r *Report) WriteSVG(w io.Writer) error {
 			ratio := ""
 			if c.ratio != "" {
 				ratio = fmt.Sprintf(`<tspan dx="10" fill="#555">%s</tspan>`, esc(c.ratio))
+			}
+			if c.mark != "" {
+				ratio += fmt.Sprintf(`<tspan dx="6" fill="#b03030">%s</tspan>`, esc(c.mark))
 			}
 			p(`<text x="%.1f" y="%d" font-size="12" %s>%s%s</text>`, float64(svgBarX)+bw+6, y+svgBarH-3, halo, esc(label), ratio)
 			y += svgRowH

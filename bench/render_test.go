@@ -18,6 +18,11 @@ import (
 // from two). Machine CPU medians, s/GB, tcp1 and tcp4: underlay 1.1 and
 // 0.9, kernel-vxlan 1.5 and 1.2, water 8 and 6; so overlay CPU: 0 and 0,
 // 0.4 and 0.3, 6.9 and 5.1. Water's router CPU: 2 and 1.5.
+//
+// The cost test, paced to 1 Gbit/s: underlay and kernel-vxlan reach
+// 0.99 Gbit/s, water only 0.8 (short of the pace) with the machine 96%
+// busy. Machine CPU medians 0.8, 1.2 and 19.2 s/GB, so overlay 0, 0.4
+// and 18.4; water's router CPU 6.
 func fixedReport() *Report {
 	rep := fixedRounds()
 	rep.summarize()
@@ -34,6 +39,7 @@ func fixedRounds() *Report {
 		Rounds:      3,
 		Tests:       Tests,
 		Generator:   "vxrouter bench",
+		CostRate:    1e9,
 		Baseline:    Baseline,
 	}
 	vals := func(tcp1, tcp4, p64, p1400, p50, p99 float64) map[string]float64 {
@@ -55,16 +61,26 @@ func fixedRounds() *Report {
 		v["tcp1_cpu_window_s"], v["tcp1_machine_busy_s"] = 5, tcp1Busy
 		return v
 	}
+	// The cost test's figures and raw clocks, 5 s windows on 2 CPUs.
+	cost := func(v map[string]float64, gbps, perGB, busy float64) map[string]float64 {
+		v["cost_gbps"], v["cost_machine_s_per_gb"] = gbps, perGB
+		v["cost_cpu_window_s"], v["cost_machine_busy_s"] = 5, busy
+		v["cost_machine_busy_pct"] = 100 * busy / 10
+		return v
+	}
 	for r := 1; r <= 3; r++ {
 		f := float64(r)
 		under.Rounds = append(under.Rounds, RoundResult{Round: r,
-			Values: machine(vals(11+f, 14, 900e3, 700e3, 40, 90), []float64{1.0, 1.2, 1.1}[r-1], 0.9, 9.9)})
+			Values: cost(machine(vals(11+f, 14, 900e3, 700e3, 40, 90), []float64{1.0, 1.2, 1.1}[r-1], 0.9, 9.9), 0.99, []float64{0.7, 0.8, 0.9}[r-1], 0.5)})
 		// kernel medians: tcp1 10, tcp4 12, udp64 500k, udp1400 400k, p50 100, p99 200
 		kern.Rounds = append(kern.Rounds, RoundResult{Round: r,
-			Values: machine(vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1]), []float64{1.5, 1.6, 1.4}[r-1], 1.2, 9.5)})
-		w := machine(vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800), []float64{9, 7, 8}[r-1], 6, 6)
+			Values: cost(machine(vals([]float64{9, 10, 11}[r-1], 12, 500e3, 400e3, 100, []float64{150, 250, 200}[r-1]), []float64{1.5, 1.6, 1.4}[r-1], 1.2, 9.5),
+				[]float64{0.99, 0.98, 0.99}[r-1], []float64{1.2, 1.3, 1.1}[r-1], 0.8)})
+		w := cost(machine(vals([]float64{3.5, 2.5, 3.0}[r-1], 4, []float64{100e3, 0, 200e3}[r-1], 100e3, 250, 800), []float64{9, 7, 8}[r-1], 6, 6),
+			[]float64{0.8, 0.85, 0.7}[r-1], []float64{19.2, 18, 20}[r-1], 9.6)
 		w["tcp1_router_s_per_gb"] = []float64{2, 1, 4}[r-1]
 		w["tcp4_router_s_per_gb"] = 1.5
+		w["cost_router_s_per_gb"] = 6
 		rd := RoundResult{Round: r, Values: w}
 		if r == 2 {
 			delete(rd.Values, "udp64_pps")
@@ -120,13 +136,23 @@ func TestSummarize(t *testing.T) {
 		{u, "tcp4_overlay_s_per_gb", 0},
 		{k, "tcp4_overlay_s_per_gb", 0.3},
 		{w, "tcp4_overlay_s_per_gb", 5.1},
+		{k, "cost_gbps", 0.99},
+		{w, "cost_gbps", 0.8},
+		{w, "cost_machine_busy_pct", 96},
+		{u, "cost_machine_s_per_gb", 0.8},
+		{k, "cost_machine_s_per_gb", 1.2},
+		{w, "cost_machine_s_per_gb", 19.2},
+		{u, "cost_overlay_s_per_gb", 0},
+		{k, "cost_overlay_s_per_gb", 0.4},
+		{w, "cost_overlay_s_per_gb", 18.4},
+		{w, "cost_router_s_per_gb", 6},
 	}
 	for _, c := range checks {
 		if got, ok := c.s.Median[c.key]; !ok || math.Abs(got-c.want) > 1e-9 {
 			t.Errorf("%s median %s = %v (present %v), want %v", c.s.Name, c.key, got, ok, c.want)
 		}
 	}
-	for _, key := range []string{"tcp1_router_s_per_gb", "tcp4_router_s_per_gb"} {
+	for _, key := range []string{"tcp1_router_s_per_gb", "tcp4_router_s_per_gb", "cost_router_s_per_gb"} {
 		if _, ok := k.Median[key]; ok {
 			t.Errorf("kernel-vxlan has a median %s", key)
 		}
@@ -168,6 +194,9 @@ func TestRatio(t *testing.T) {
 		{"vxrouter-water", "udp64_pps", 0.3, true},
 		{"vxrouter-water", "rtt_p50_us", 2.5, true},
 		{"vxrouter-water", "tcp1_machine_s_per_gb", 8 / 1.5, true},
+		{"vxrouter-water", "cost_machine_s_per_gb", 19.2 / 1.2, true},
+		{"vxrouter-water", "cost_overlay_s_per_gb", 18.4 / 0.4, true},
+		{"vxrouter-water", "cost_gbps", 0, false}, // the pace, not a figure to compare
 		{"vxrouter-water", "tcp1_overlay_s_per_gb", 6.9 / 0.4, true},
 		{"underlay", "tcp1_overlay_s_per_gb", 0, true},
 		{"vxrouter-water", "udp64_loss_pct", 0, false},       // no ratio for loss
@@ -228,6 +257,13 @@ func TestWriteTable(t *testing.T) {
 		{"TCP, 4 streams machine CPU", "TCP, 4 streams machine CPU s/GB 0.90 0.75x 1.20 1.00x 6.00 5.00x failed"},
 		{"TCP, 4 streams overlay CPU", "TCP, 4 streams overlay CPU s/GB 0.00 0.00x 0.30 1.00x 5.10 17.00x failed"},
 		{"TCP, 4 streams router CPU", "TCP, 4 streams router CPU s/GB - - 1.50 failed"},
+		// Water fell short of the pace: its paced figures are marked.
+		{"Paced TCP  ", "Paced TCP Gbit/s 0.99 0.99 0.80 * failed"},
+		{"Paced TCP machine busy", "Paced TCP machine busy % 5 8 96 * failed"},
+		{"Paced TCP machine CPU", "Paced TCP machine CPU s/GB 0.80 0.67x 1.20 1.00x 19.20 16.00x * failed"},
+		{"Paced TCP overlay CPU", "Paced TCP overlay CPU s/GB 0.00 0.00x 0.40 1.00x 18.40 46.00x * failed"},
+		{"Paced TCP router CPU", "Paced TCP router CPU s/GB - - 6.00 * failed"},
+		{"5s per", "5s per throughput test, 2000 round trips, median of 3 round(s), TCP by vxrouter bench, paced TCP at 1 Gbit/s; ratio = scenario / kernel-vxlan"},
 	} {
 		if got := fieldsOf(row(c.row)); got != c.want {
 			t.Errorf("row %q:\n got  %q\n want %q", c.row, got, c.want)
@@ -270,7 +306,10 @@ func TestWriteTable(t *testing.T) {
 		"Machine CPU: all CPUs' ",
 		"Overlay CPU: machine CPU less the underlay's",
 		"Router CPU: the vxrouter processes' ",
-		"The machine was busy 60-99% of its 2 CPUs' time in these tests. Where it was saturated (95% or more), machine CPU per GB is about 2 CPUs / throughput and counts what else ran.",
+		"The machine was busy 60-99% of its 2 CPUs' time in the TCP tests. Where it was saturated (95% or more), machine CPU per GB is about 2 CPUs / throughput and counts what else ran.",
+		"Paced TCP: one TCP stream paced to 1 Gbit/s (SO_MAX_PACING_RATE) for 5s, the same load in every scenario, below saturation: compare data planes on its CPU rows.",
+		"* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). Marked figures were taken at saturation, of the data plane or of the machine, not at equal load below it.",
+		"The TCP tests run flat out: on a small machine they saturate it, and their machine and overlay rows are then about NumCPU / throughput, counting whatever else ran; compare data planes on the paced rows instead.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q", want)
@@ -297,24 +336,42 @@ func TestWriteTableSubset(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = b.String()
-	if strings.Contains(out, "TCP, 1 stream") || !strings.Contains(out, "TCP, 4 streams overlay CPU") || !strings.Contains(out, "Machine CPU:") {
+	if strings.Contains(out, "TCP, 1 stream") || !strings.Contains(out, "TCP, 4 streams overlay CPU") || !strings.Contains(out, "Machine CPU:") ||
+		strings.Contains(out, "Paced") || strings.Contains(out, "paced") || !strings.Contains(out, "The TCP tests run flat out") {
 		t.Errorf("tcp4-only table:\n%s", out)
+	}
+
+	rep.Tests = []string{"cost"}
+	b.Reset()
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out = b.String()
+	if strings.Contains(out, "TCP, ") || strings.Contains(out, "The TCP tests") || strings.Contains(out, "in the TCP tests") ||
+		!strings.Contains(out, "Paced TCP overlay CPU") || !strings.Contains(out, "Paced TCP: one TCP stream") || !strings.Contains(out, "Machine CPU:") {
+		t.Errorf("cost-only table:\n%s", out)
 	}
 }
 
 // The busy note follows the raw clocks: no saturation caveat below 95%,
-// no note without clocks or with no TCP test shown.
+// no note without clocks or with no such test shown. The table has the
+// TCP tests' note, the chart the paced test's.
 func TestBusyNote(t *testing.T) {
 	rep := fixedReport()
-	if got := strings.Join(rep.busyNote(), " "); !strings.HasPrefix(got, "The machine was busy 60-99% ") || !strings.Contains(got, "saturated") {
+	if got := strings.Join(rep.busyNote("the TCP tests", "tcp1", "tcp4"), " "); !strings.HasPrefix(got, "The machine was busy 60-99% ") || !strings.Contains(got, "saturated") {
 		t.Errorf("fixture: %q", got)
 	}
 	var svg bytes.Buffer
 	if err := rep.WriteSVG(&svg); err != nil {
 		t.Fatal(err)
 	}
-	if _, texts := parseSVG(t, svg.Bytes()); !strings.Contains(strings.Join(texts, "\n"), "The machine was busy 60-99% of its 2 CPUs' time in these tests.\nWhere it was saturated") {
-		t.Error("SVG lacks the busy note, one sentence a line")
+	texts := func() string {
+		_, texts := parseSVG(t, svg.Bytes())
+		return strings.Join(texts, "\n")
+	}
+	if got := texts(); !strings.Contains(got, "The machine was busy 5-96% of its 2 CPUs' time in the paced test.\nWhere it was saturated") ||
+		strings.Contains(got, "in the TCP tests") {
+		t.Errorf("SVG lacks the paced test's busy note, one sentence a line, or has the TCP tests':\n%s", got)
 	}
 	for i := range rep.Scenarios {
 		for _, rd := range rep.Scenarios[i].Rounds {
@@ -323,17 +380,97 @@ func TestBusyNote(t *testing.T) {
 			}
 		}
 	}
-	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 54-89% of its 2 CPUs' time in these tests." {
+	if got := rep.busyNote("the TCP tests", "tcp1", "tcp4"); len(got) != 1 || got[0] != "The machine was busy 54-89% of its 2 CPUs' time in the TCP tests." {
 		t.Errorf("unsaturated: %q", got)
 	}
 	rep.Scenarios = rep.Scenarios[:1] // the underlay alone: 89.1% in every round
-	if got := rep.busyNote(); len(got) != 1 || got[0] != "The machine was busy 89% of its 2 CPUs' time in these tests." {
+	if got := rep.busyNote("the TCP tests", "tcp1", "tcp4"); len(got) != 1 || got[0] != "The machine was busy 89% of its 2 CPUs' time in the TCP tests." {
 		t.Errorf("one share: %q", got)
 	}
+	if got := rep.busyNote("the paced test", "cost"); len(got) != 1 || got[0] != "The machine was busy 5% of its 2 CPUs' time in the paced test." {
+		t.Errorf("paced, underlay alone: %q", got)
+	}
 	rep.Tests = []string{"tcp4", "latency"} // tcp4 has no raw clocks in the fixture
-	if got := rep.busyNote(); got != nil {
+	if got := rep.busyNote("the TCP tests", "tcp1", "tcp4"); got != nil {
 		t.Errorf("without clocks: %q", got)
 	}
+	if got := rep.busyNote("the paced test", "cost"); got != nil {
+		t.Errorf("without the paced test: %q", got)
+	}
+}
+
+// A scenario's paced figures are marked when its stream fell below 90%
+// of the pace or the machine was 95% busy or more, its overlay figures
+// also when the underlay's are; none are when the cost test did not run.
+func TestOffPace(t *testing.T) {
+	rep := fixedReport()
+	u, k, w := rep.Scenario("underlay"), rep.Scenario("kernel-vxlan"), rep.Scenario("vxrouter-water")
+	machine, overlay := metric(t, "cost_machine_s_per_gb"), metric(t, "cost_overlay_s_per_gb")
+	marks := func() string {
+		var m []string
+		for _, s := range []*ScenarioResult{u, k, w} {
+			m = append(m, s.Name+":"+rep.cell(s, machine).mark+rep.cell(s, overlay).mark)
+		}
+		return strings.Join(m, " ")
+	}
+	note := func() string { return strings.Join(rep.offPaceNote(), " ") }
+	// Short of the pace and 96% busy: short says more.
+	if got, want := marks(), "underlay: kernel-vxlan: vxrouter-water:**"; got != want {
+		t.Errorf("fixture marks %q, want %q", got, want)
+	}
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). Marked") || strings.Contains(got, "busy") {
+		t.Errorf("fixture note %q", got)
+	}
+	// At 90% of the pace it reached it, but the machine was saturated.
+	w.Median["cost_gbps"] = 0.9
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water reached the pace with the machine 95% or more busy. Marked") {
+		t.Errorf("saturated note %q", got)
+	}
+	w.Median["cost_machine_busy_pct"] = 94
+	if got, want := marks(), "underlay: kernel-vxlan: vxrouter-water:"; got != want || rep.offPaceNote() != nil {
+		t.Errorf("at the pace below saturation: marks %q, note %q", got, note())
+	}
+	// A saturated underlay takes every overlay figure with it.
+	u.Median["cost_machine_busy_pct"] = 97
+	if got, want := marks(), "underlay:** kernel-vxlan:* vxrouter-water:*"; got != want {
+		t.Errorf("saturated underlay: marks %q, want %q", got, want)
+	}
+	if got := note(); !strings.HasPrefix(got, "* underlay reached the pace with the machine 95% or more busy. Every overlay figure subtracts the underlay's") {
+		t.Errorf("saturated underlay note %q", got)
+	}
+	// Short and saturated, each said once; all of them named as such.
+	w.Median["cost_gbps"] = 0.5
+	k.Median["cost_machine_busy_pct"] = 100
+	rep.Scenarios = rep.Scenarios[:3] // without the failed offload
+	if got := note(); !strings.HasPrefix(got, "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s). * underlay, kernel-vxlan reached the pace with the machine 95% or more busy. ") {
+		t.Errorf("short and saturated note %q", got)
+	}
+	w.Median["cost_gbps"], w.Median["cost_machine_busy_pct"] = 1, 99
+	if got := note(); !strings.HasPrefix(got, "* every scenario reached the pace with the machine 95% or more busy. ") {
+		t.Errorf("all saturated note %q", got)
+	}
+	rep.Tests = []string{"tcp1"}
+	if got := rep.offPaceNote(); got != nil {
+		t.Errorf("without the cost test: %q", got)
+	}
+	var b bytes.Buffer
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "*") || strings.Contains(b.String(), "paced") {
+		t.Errorf("tcp1-only table speaks of the pace:\n%s", b.String())
+	}
+}
+
+func metric(t *testing.T, key string) Metric {
+	t.Helper()
+	for _, m := range Metrics {
+		if m.Key == key {
+			return m
+		}
+	}
+	t.Fatalf("no metric %s", key)
+	return Metric{}
 }
 
 // Without the underlay in the report there is no overlay CPU: no figure,
@@ -365,7 +502,7 @@ func TestOverlayWithoutUnderlay(t *testing.T) {
 		if strings.Contains(bar.metric, "overlay") {
 			t.Errorf("bar %v without an underlay", bar)
 		}
-		if bar.metric == "tcp1_machine_s_per_gb" {
+		if bar.metric == "cost_machine_s_per_gb" {
 			machine++
 		}
 	}
@@ -380,9 +517,10 @@ func TestOverlayUnderlayFailed(t *testing.T) {
 	rep := fixedRounds()
 	for i := range rep.Scenarios[0].Rounds {
 		rd := &rep.Scenarios[0].Rounds[i]
-		delete(rd.Values, "tcp1_gbps")
-		delete(rd.Values, "tcp1_machine_s_per_gb")
-		rd.Errors = map[string]string{"tcp1": "tcp test: connect: refused"}
+		for _, k := range []string{"tcp1_gbps", "tcp1_machine_s_per_gb", "cost_gbps", "cost_machine_s_per_gb"} {
+			delete(rd.Values, k)
+		}
+		rd.Errors = map[string]string{"tcp1": "tcp test: connect: refused", "cost": "tcp test: connect: refused"}
 	}
 	rep.summarize()
 	var b, svg bytes.Buffer
@@ -393,6 +531,7 @@ func TestOverlayUnderlayFailed(t *testing.T) {
 	for _, want := range []string{
 		"TCP, 1 stream overlay CPU s/GB failed - - failed",
 		"TCP, 4 streams overlay CPU s/GB 0.00 0.00x 0.30 1.00x 5.10 17.00x failed",
+		"Paced TCP overlay CPU s/GB failed - - failed",
 	} {
 		found := false
 		for l := range strings.Lines(out) {
@@ -420,7 +559,7 @@ func TestWriteJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatalf("unmarshal: %v\n%s", err, b.String())
 	}
-	if back.Machine != rep.Machine || back.Rounds != 3 || len(back.Scenarios) != 4 {
+	if back.Machine != rep.Machine || back.Rounds != 3 || len(back.Scenarios) != 4 || back.CostRate != 1e9 {
 		t.Fatalf("round trip lost the header: %+v", back)
 	}
 	w := back.Scenario("vxrouter-water")
@@ -430,9 +569,15 @@ func TestWriteJSON(t *testing.T) {
 	if math.Abs(w.Median["tcp1_overlay_s_per_gb"]-6.9) > 1e-9 || w.Median["tcp1_machine_s_per_gb"] != 8 || w.Median["tcp1_router_s_per_gb"] != 2 {
 		t.Errorf("water's CPU figures after JSON: %v", w.Median)
 	}
+	if math.Abs(w.Median["cost_overlay_s_per_gb"]-18.4) > 1e-9 || w.Median["cost_machine_s_per_gb"] != 19.2 || w.Median["cost_router_s_per_gb"] != 6 || w.Median["cost_gbps"] != 0.8 {
+		t.Errorf("water's paced figures after JSON: %v", w.Median)
+	}
 	// The keys a reader scripts against.
 	var raw map[string]any
 	json.Unmarshal(b.Bytes(), &raw)
+	if raw["cost_rate_bps"] != 1e9 {
+		t.Errorf("cost_rate_bps = %v, want 1e9", raw["cost_rate_bps"])
+	}
 	m := raw["machine"].(map[string]any)
 	for _, k := range []string{"nproc", "kernel", "go_version"} {
 		if _, ok := m[k]; !ok {
@@ -532,9 +677,16 @@ func TestWriteSVG(t *testing.T) {
 	if len(want) != 8*3 { // 8 charted figures x 3 live scenarios
 		t.Errorf("%d bars expected by the fixture, want 24", len(want))
 	}
-	for _, key := range []string{"tcp1_machine_s_per_gb", "tcp1_overlay_s_per_gb"} {
+	// The paced test's CPU is charted; the TCP tests' (at saturation)
+	// is not.
+	for _, key := range []string{"cost_machine_s_per_gb", "cost_overlay_s_per_gb"} {
 		if !want[[2]string{"vxrouter-water", key}] {
 			t.Errorf("no panel for %s", key)
+		}
+	}
+	for _, bar := range bars {
+		if strings.HasPrefix(bar.metric, "tcp") && strings.HasSuffix(bar.metric, "_s_per_gb") {
+			t.Errorf("bar %v: the TCP tests' CPU is not charted", bar)
 		}
 	}
 	// Bars are to scale within a panel: water's TCP is 3/13 of underlay's.
@@ -542,12 +694,13 @@ func TestWriteSVG(t *testing.T) {
 	if wu != svgBarMax || math.Abs(ww-wu*3/13) > 0.1 {
 		t.Errorf("tcp1 bar widths underlay %v water %v, want %v and %v", wu, ww, float64(svgBarMax), wu*3/13)
 	}
-	// Overlay bars to scale too: kernel-vxlan's is 0.4/6.9 of water's.
-	wo, ko := widths[[2]string{"vxrouter-water", "tcp1_overlay_s_per_gb"}], widths[[2]string{"kernel-vxlan", "tcp1_overlay_s_per_gb"}]
-	if wo != svgBarMax || math.Abs(ko-wo*0.4/6.9) > 0.1 {
-		t.Errorf("tcp1 overlay bar widths water %v kernel %v, want %v and %v", wo, ko, float64(svgBarMax), wo*0.4/6.9)
+	// Overlay bars to scale too: kernel-vxlan's is 0.4/18.4 of water's.
+	wo, ko := widths[[2]string{"vxrouter-water", "cost_overlay_s_per_gb"}], widths[[2]string{"kernel-vxlan", "cost_overlay_s_per_gb"}]
+	if wo != svgBarMax || math.Abs(ko-wo*0.4/18.4) > 0.1 {
+		t.Errorf("paced overlay bar widths water %v kernel %v, want %v and %v", wo, ko, float64(svgBarMax), wo*0.4/18.4)
 	}
-	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "8.00 s/GB\n5.33x", "6.90 s/GB\n17.25x", "0.00 s/GB\n0.00x",
+	for _, s := range []string{"3.00 Gbit/s\n0.30x", "0.800 ms\n4.00x", "19.20 s/GB\n16.00x\n*", "18.40 s/GB\n46.00x\n*", "0.00 s/GB\n0.00x",
+		"Paced TCP: one stream paced to 1 Gbit/s", "* vxrouter-water fell short of the pace (below 90% of 1 Gbit/s).\nMarked figures were taken at saturation",
 		"overlay = machine less the underlay's", "failed", "no overlay <&>", "log: flag provided but not defined: -tun-backend"} {
 		if !strings.Contains(all, s) {
 			t.Errorf("SVG text lacks %q", s)

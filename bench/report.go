@@ -18,7 +18,7 @@ const Underlay = "underlay"
 // of the chart and a key of the JSON.
 type Metric struct {
 	Key  string // JSON key, e.g. "tcp1_gbps"
-	Test string // the test that produces it: tcp1, tcp4, udp64, udp1400, latency
+	Test string // the test that produces it: tcp1, tcp4, cost, udp64, udp1400, latency
 	Name string // e.g. "TCP, 1 stream"
 	Unit string // as shown: "Gbit/s", "kpps", "%", "ms", "s/GB"
 	// Scale turns the stored value into the shown one (kpps = pps/1000).
@@ -46,21 +46,31 @@ type Metric struct {
 // Metrics are the figures in the order the table and the chart show them.
 // Every value is stored unscaled in the JSON (bit/s as Gbit/s, pps, µs).
 //
-// Each TCP test has three costs, in CPU seconds per GB (1e9 bytes) the
-// server received: the whole machine's busy time over the test; the
-// overlay's, which is the machine's less the underlay's for the same
-// test; and the vxrouter processes' alone.
+// Each TCP test, and the paced one of the cost test, has three costs, in
+// CPU seconds per GB (1e9 bytes) the server received: the whole
+// machine's busy time over the test; the overlay's, which is the
+// machine's less the underlay's for the same test; and the vxrouter
+// processes' alone. Only the cost test's are charted: the TCP tests run
+// flat out, and on a small machine their CPU per GB is NumCPU over the
+// throughput, which the throughput's own panel already shows.
 var Metrics = []Metric{
 	{Key: "tcp1_gbps", Test: "tcp1", Name: "TCP, 1 stream", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "tcp1_retrans", Test: "tcp1", Name: "TCP, 1 stream retransmits", Unit: "segs", Scale: 1, Digits: 0},
-	{Key: "tcp1_machine_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true},
-	{Key: "tcp1_overlay_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true, MinusUnderlay: "tcp1_machine_s_per_gb"},
+	{Key: "tcp1_machine_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true},
+	{Key: "tcp1_overlay_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, MinusUnderlay: "tcp1_machine_s_per_gb"},
 	{Key: "tcp1_router_s_per_gb", Test: "tcp1", Name: "TCP, 1 stream router CPU", Unit: "s/GB", Scale: 1, Digits: 2, Process: true},
 	{Key: "tcp4_gbps", Test: "tcp4", Name: "TCP, 4 streams", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "tcp4_retrans", Test: "tcp4", Name: "TCP, 4 streams retransmits", Unit: "segs", Scale: 1, Digits: 0},
 	{Key: "tcp4_machine_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true},
 	{Key: "tcp4_overlay_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, MinusUnderlay: "tcp4_machine_s_per_gb"},
 	{Key: "tcp4_router_s_per_gb", Test: "tcp4", Name: "TCP, 4 streams router CPU", Unit: "s/GB", Scale: 1, Digits: 2, Process: true},
+	// What the paced stream achieved has no ratio: every scenario that
+	// reaches the pace has the same.
+	{Key: "cost_gbps", Test: "cost", Name: "Paced TCP", Unit: "Gbit/s", Scale: 1, Digits: 2, HigherBetter: true},
+	{Key: "cost_machine_busy_pct", Test: "cost", Name: "Paced TCP machine busy", Unit: "%", Scale: 1, Digits: 0},
+	{Key: "cost_machine_s_per_gb", Test: "cost", Name: "Paced TCP machine CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true},
+	{Key: "cost_overlay_s_per_gb", Test: "cost", Name: "Paced TCP overlay CPU", Unit: "s/GB", Scale: 1, Digits: 2, Ratio: true, Chart: true, MinusUnderlay: "cost_machine_s_per_gb"},
+	{Key: "cost_router_s_per_gb", Test: "cost", Name: "Paced TCP router CPU", Unit: "s/GB", Scale: 1, Digits: 2, Process: true},
 	{Key: "udp64_pps", Test: "udp64", Name: "UDP 64 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
 	{Key: "udp64_loss_pct", Test: "udp64", Name: "UDP 64 B loss", Unit: "%", Scale: 1, Digits: 1},
 	{Key: "udp1400_pps", Test: "udp1400", Name: "UDP 1400 B received", Unit: "kpps", Scale: 1e-3, Digits: 1, HigherBetter: true, Ratio: true, Chart: true},
@@ -70,7 +80,14 @@ var Metrics = []Metric{
 }
 
 // Tests are the test names Options.Tests accepts, in the order they run.
-var Tests = []string{"tcp1", "tcp4", "udp64", "udp1400", "latency"}
+var Tests = []string{"tcp1", "tcp4", "cost", "udp64", "udp1400", "latency"}
+
+// costReached is the share of the pace a scenario's paced stream must
+// reach for its cost to count as measured at the pace. Where the path
+// keeps up, pacing holds the goodput to within a percent of the rate up
+// to a few Gbit/s; a scenario that falls short ran flat out, at
+// saturation, and its cost is not at the others' load.
+const costReached = 0.9
 
 // Report is the outcome of one Run: every scenario's raw values per round,
 // and the medians the table and chart show.
@@ -85,7 +102,10 @@ type Report struct {
 	Tests       []string `json:"tests"`
 	// Generator says what produced the TCP figures: "vxrouter bench" (the
 	// bench's own) or "iperf3".
-	Generator string           `json:"tcp_generator"`
+	Generator string `json:"tcp_generator"`
+	// CostRate is the pace of the cost test's stream in bit/s, 0 when
+	// the cost test did not run.
+	CostRate  uint64           `json:"cost_rate_bps,omitempty"`
 	Baseline  string           `json:"baseline"`
 	Scenarios []ScenarioResult `json:"scenarios"`
 }
@@ -182,19 +202,43 @@ func (r *Report) shown() []Metric {
 	return ms
 }
 
-// machineBusy returns the least and the most the machine was busy over a
-// TCP test the report shows, as a share of all its CPUs' time in the
-// window (from each round's raw clocks), and false when no round has
+// paced reports whether the report has the cost test's figures.
+func (r *Report) paced() bool { return r.CostRate > 0 && slices.Contains(r.Tests, "cost") }
+
+// offPace reports why the scenario's paced figures are not what the cost
+// test is for, equal load below saturation: its stream fell short of the
+// pace (below costReached of it), so the data plane ran flat out; or it
+// reached the pace but the machine was saturated all the same (a median
+// busy share of saturated or more), by other work on it or by a data
+// plane near its limit, and its CPU per GB is then about NumCPU over the
+// pace and counts whatever else ran.
+func (r *Report) offPace(s *ScenarioResult) (short, busy bool) {
+	if !r.paced() {
+		return false, false
+	}
+	if v, ok := s.Median["cost_gbps"]; ok && v*1e9 < costReached*float64(r.CostRate) {
+		return true, false
+	}
+	b, ok := s.Median["cost_machine_busy_pct"]
+	return false, ok && b >= 100*saturated
+}
+
+// machineBusy returns the least and the most the machine was busy over
+// those of tests the report shows, as a share of all its CPUs' time in
+// the window (from each round's raw clocks), and false when no round has
 // them. Near 1 the machine was saturated: its CPU per GB is then about
 // NumCPU over the throughput, and counts whatever else ran.
-func (r *Report) machineBusy() (lo, hi float64, ok bool) {
+func (r *Report) machineBusy(tests ...string) (lo, hi float64, ok bool) {
 	if r.Machine.NumCPU < 1 {
 		return 0, 0, false
 	}
 	lo = math.Inf(1)
 	for _, s := range r.Scenarios {
 		for _, rd := range s.Rounds {
-			for _, test := range r.Tests {
+			for _, test := range tests {
+				if !slices.Contains(r.Tests, test) {
+					continue
+				}
 				busy, bok := rd.Values[test+"_machine_busy_s"]
 				window, wok := rd.Values[test+"_cpu_window_s"]
 				if !bok || !wok || window <= 0 {

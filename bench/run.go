@@ -19,6 +19,12 @@ const (
 	DefaultDuration   = 5 * time.Second
 	DefaultRoundTrips = 2000
 	DefaultPrefix     = "vxrbench"
+	// DefaultCostRate is the cost test's pace: the most a round figure
+	// can be while every data plane reaches it with room to spare on two
+	// CPUs (vxrouter-water, the slowest, moves about 1.5 Gbit/s flat
+	// out). The higher the pace, the more bytes the CPU is divided by, so
+	// the less the 10 ms ticks and the machine's other work weigh.
+	DefaultCostRate = 1e9
 
 	QuickDuration   = 500 * time.Millisecond
 	QuickRoundTrips = 200
@@ -34,8 +40,12 @@ type Options struct {
 	RoundTrips int
 	Rounds     int  // how often to run every scenario, round-robin; default 1
 	Quick      bool // seconds, not minutes: for a smoke test
-	// IPerf3 takes the TCP figures from iperf3 instead of the bench's
-	// own generator. Run fails if iperf3 is not installed.
+	// CostRate is the pace of the cost test's TCP stream, in bit/s;
+	// default DefaultCostRate, MinCostRate to MaxCostRate.
+	CostRate uint64
+	// IPerf3 takes the tcp1 and tcp4 figures from iperf3 instead of the
+	// bench's own generator; the cost test always uses its own, which
+	// paces its socket. Run fails if iperf3 is not installed.
 	IPerf3 bool
 	// Binary is the vxrouter binary the vxrouter scenarios run; default
 	// this program (os.Executable).
@@ -98,6 +108,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Rounds < 1 || o.Rounds > 100 {
 		return fmt.Errorf("rounds %d: want 1 to 100", o.Rounds)
+	}
+	if o.CostRate == 0 {
+		o.CostRate = DefaultCostRate
+	}
+	if o.CostRate < MinCostRate || o.CostRate > MaxCostRate {
+		return fmt.Errorf("cost rate %s: want %s to %s", FormatRate(float64(o.CostRate)), FormatRate(MinCostRate), FormatRate(MaxCostRate))
 	}
 	if o.IPerf3 && !HaveIPerf3() {
 		return errors.New("iperf3: not installed (apt-get install iperf3), or run without --iperf3")
@@ -165,6 +181,9 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	if o.IPerf3 {
 		rep.Generator = "iperf3"
 	}
+	if slices.Contains(o.Tests, "cost") {
+		rep.CostRate = o.CostRate
+	}
 	var scens []Scenario
 	for _, n := range o.Scenarios {
 		s, _ := LookupScenario(n)
@@ -177,8 +196,8 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	}
 	env := Env{Prefix: o.Prefix, Dir: dir, Binary: o.Binary, RunArgs: o.RunArgs, Log: o.Log}
 	p := func(format string, args ...any) { fmt.Fprintf(progress, format+"\n", args...) }
-	p("bench: %d scenarios x %d tests, %s per throughput test, %d round trips, %d round(s); TCP by %s",
-		len(scens), len(o.Tests), o.Duration, o.RoundTrips, o.Rounds, rep.Generator)
+	p("bench: %d scenarios x %d tests, %s per throughput test, %d round trips, %d round(s); TCP by %s%s",
+		len(scens), len(o.Tests), o.Duration, o.RoundTrips, o.Rounds, rep.Generator, rep.costHeader())
 
 	var runErr error
 rounds:
@@ -250,9 +269,9 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 		if ctx.Err() != nil {
 			break
 		}
-		tcp := strings.HasPrefix(test, "tcp")
+		costed := costedTests[test]
 		var before cpuClocks
-		if tcp {
+		if costed {
 			before = readClocks(topo.Pids)
 		}
 		line, err := runTest(ctx, test, topo, o, rd.Values)
@@ -261,8 +280,8 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 			p("%s %-8s FAILED: %s", tag, test, firstLine(err.Error()))
 			continue
 		}
-		if tcp {
-			line += storeCost(test, before, readClocks(topo.Pids), rd.Values, rd.Errors)
+		if costed {
+			line += storeCost(test, before, readClocks(topo.Pids), runtime.NumCPU(), rd.Values, rd.Errors)
 		}
 		p("%s %-8s %s", tag, test, line)
 	}
@@ -275,6 +294,10 @@ func runScenario(ctx context.Context, s Scenario, env Env, o Options, round int,
 	}
 	return rd, notes, log
 }
+
+// costedTests are the tests whose CPU cost is measured: the TCP ones,
+// flat out and paced.
+var costedTests = map[string]bool{"tcp1": true, "tcp4": true, "cost": true}
 
 // cpuClocks are what a TCP test's cost is read from: the whole
 // machine's busy CPU time and the vxrouter processes' CPU time (none for
@@ -297,10 +320,11 @@ func readClocks(pids []int) cpuClocks {
 }
 
 // storeCost stores in vals, under test's keys, the CPU seconds from
-// before to after and what they cost per GB the server received, and
-// returns the costs for the progress line. A clock that could not be
-// read leaves its figures out and its error in errs under "cpu".
-func storeCost(test string, before, after cpuClocks, vals map[string]float64, errs map[string]string) string {
+// before to after, what they cost per GB the server received and how
+// busy the machine's ncpu CPUs were, and returns the costs for the
+// progress line. A clock that could not be read leaves its figures out
+// and its error in errs under "cpu".
+func storeCost(test string, before, after cpuClocks, ncpu int, vals map[string]float64, errs map[string]string) string {
 	if err := cmp.Or(before.machineErr, after.machineErr, before.routerErr, after.routerErr); err != nil {
 		errs["cpu"] = err.Error()
 	}
@@ -308,8 +332,13 @@ func storeCost(test string, before, after cpuClocks, vals map[string]float64, er
 	var line string
 	if before.machineErr == nil && after.machineErr == nil {
 		busy := after.machine - before.machine
-		vals[test+"_cpu_window_s"] = after.at.Sub(before.at).Seconds()
+		window := after.at.Sub(before.at).Seconds()
+		vals[test+"_cpu_window_s"] = window
 		vals[test+"_machine_busy_s"] = busy
+		if window > 0 && ncpu > 0 {
+			vals[test+"_machine_busy_pct"] = 100 * busy / (window * float64(ncpu))
+			line += fmt.Sprintf(", machine %.0f%% busy", vals[test+"_machine_busy_pct"])
+		}
 		if gb > 0 {
 			vals[test+"_machine_s_per_gb"] = busy / gb
 			line += fmt.Sprintf(", %.2f s/GB machine", busy/gb)
@@ -349,6 +378,18 @@ func runTest(ctx context.Context, test string, t *Topology, o Options, vals map[
 		vals[test+"_elapsed_s"] = r.Elapsed.Seconds()
 		vals[test+"_retrans"] = float64(r.Retransmits)
 		return fmt.Sprintf("%.2f Gbit/s (%d MB in %.2fs, %d retransmits)", r.Gbps(), r.Received/1e6, r.Elapsed.Seconds(), r.Retransmits), nil
+	case "cost":
+		r, err := MeasurePacedTCP(ctx, t.Client, t.Server, o.CostRate, o.Duration)
+		if err != nil {
+			return "", err
+		}
+		vals["cost_gbps"] = r.Gbps()
+		vals["cost_sent_bytes"] = float64(r.Sent)
+		vals["cost_received_bytes"] = float64(r.Received)
+		vals["cost_elapsed_s"] = r.Elapsed.Seconds()
+		vals["cost_retrans"] = float64(r.Retransmits)
+		return fmt.Sprintf("%.2f Gbit/s paced to %s (%d MB in %.2fs, %d retransmits)",
+			r.Gbps(), FormatRate(float64(o.CostRate)), r.Received/1e6, r.Elapsed.Seconds(), r.Retransmits), nil
 	case "udp64", "udp1400":
 		size := 64
 		if test == "udp1400" {

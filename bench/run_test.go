@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +32,7 @@ func TestRunQuick(t *testing.T) {
 	}
 	t.Logf("\n%s", table.String())
 
-	if len(rep.Scenarios) != len(Scenarios()) || rep.Machine.NumCPU < 1 || rep.Machine.Kernel == "" || rep.Rounds != 1 {
+	if len(rep.Scenarios) != len(Scenarios()) || rep.Machine.NumCPU < 1 || rep.Machine.Kernel == "" || rep.Rounds != 1 || rep.CostRate != DefaultCostRate {
 		t.Fatalf("report header: %+v", rep)
 	}
 	under := rep.Scenario(Underlay)
@@ -73,17 +74,25 @@ func TestRunQuick(t *testing.T) {
 		// all CPUs, and holds the routers' (a tick per CPU of slack at
 		// each end: both clocks count in USER_HZ ticks).
 		slack := 2 * float64(rep.Machine.NumCPU) / userHZ
-		for _, test := range []string{"tcp1", "tcp4"} {
+		for _, test := range []string{"tcp1", "tcp4", "cost"} {
 			for _, rd := range s.Rounds {
 				busy, window := rd.Values[test+"_machine_busy_s"], rd.Values[test+"_cpu_window_s"]
 				router, hasRouter := rd.Values[test+"_router_cpu_s"]
 				if busy <= 0 || window <= 0 || busy > window*float64(rep.Machine.NumCPU)+slack {
 					t.Errorf("%s %s: machine busy %.2f s in a window of %.2f s on %d CPUs", s.Name, test, busy, window, rep.Machine.NumCPU)
 				}
+				if pct, want := rd.Values[test+"_machine_busy_pct"], 100*busy/(window*float64(rep.Machine.NumCPU)); math.Abs(pct-want) > 1e-9 {
+					t.Errorf("%s %s: machine busy %.1f%%, want %.1f%%", s.Name, test, pct, want)
+				}
 				if hasRouter == sc.Kernel || hasRouter && (router <= 0 || router > busy+slack) {
 					t.Errorf("%s %s: routers' CPU %.2f s (present %v), machine busy %.2f s", s.Name, test, router, hasRouter, busy)
 				}
 			}
+		}
+		// The paced stream never beats its pace by much (a loaded
+		// machine may keep it below; the table then says so).
+		if g := s.Median["cost_gbps"]; g*1e9 > 1.2*float64(rep.CostRate) {
+			t.Errorf("%s: paced to %d bit/s, moved %.3f Gbit/s", s.Name, rep.CostRate, g)
 		}
 		if s.Median["rtt_p50_us"] > s.Median["rtt_p99_us"] {
 			t.Errorf("%s: p50 %v > p99 %v", s.Name, s.Median["rtt_p50_us"], s.Median["rtt_p99_us"])

@@ -15,8 +15,21 @@ import (
 
 // startFailing starts a node that must refuse to run: it has to exit
 // non-zero, say why, and leave nothing behind (no subnet.env, no TUN
-// device, no lease in etcd). It returns the node's log.
+// device, no lease in etcd, no route). It returns the node's log.
 func (o *overlay) startFailing(t *testing.T, h *lab.Host, args ...string) string {
+	t.Helper()
+	return o.startFailingWith(t, h, lab.NodeOptions{Args: args})
+}
+
+// startFailingEnv is startFailing with env added to the node's
+// environment.
+func (o *overlay) startFailingEnv(t *testing.T, h *lab.Host, env []string, args ...string) string {
+	t.Helper()
+	return o.startFailingWith(t, h, lab.NodeOptions{Args: args, Env: env})
+}
+
+// startFailingWith is startFailing with more of the node's options.
+func (o *overlay) startFailingWith(t *testing.T, h *lab.Host, opts lab.NodeOptions) string {
 	t.Helper()
 	before, _, err := o.reg.Leases(o.ctx)
 	if err != nil {
@@ -24,7 +37,12 @@ func (o *overlay) startFailing(t *testing.T, h *lab.Host, args ...string) string
 	}
 	dir := filepath.Join(o.dir, h.Name)
 	os.RemoveAll(dir)
-	n, err := h.StartVXRouter(lab.NodeOptions{Binary: binary, Etcd: o.etcd.UnixEndpoint(), Dir: dir, Args: args})
+	routes, err := h.Run(o.ctx, "ip", "route", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Binary, opts.Etcd, opts.Dir = binary, o.etcd.UnixEndpoint(), dir
+	n, err := h.StartVXRouter(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +60,9 @@ func (o *overlay) startFailing(t *testing.T, h *lab.Host, args ...string) string
 	}
 	if out, _ := h.Run(o.ctx, "ip", "link", "show"); strings.Contains(out, "vxr0") {
 		t.Errorf("a failed node left its TUN device:\n%s", out)
+	}
+	if out, _ := h.Run(o.ctx, "ip", "route", "show"); out != routes {
+		t.Errorf("a failed node changed the routes:\n%s\nwere:\n%s", out, routes)
 	}
 	after, _, err := o.reg.Leases(o.ctx)
 	if err != nil {
@@ -64,12 +85,19 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		name   string
 		config string // written to etcd first, when set
 		args   []string
-		want   string // in the log
+		flags  []string // that choose the underlay, instead of --iface eth0
+		want   string   // in the log
 	}{
 		{name: "broken JSON", config: `{"Network":"172.16.0.0/16",`, want: "/coreos.com/network/config"},
 		{name: "not a CIDR", config: `{"Network":"172.16.0.0/33","Backend":{"Type":"vxlan"}}`, want: "Network"},
 		{name: "impossible SubnetLen", config: `{"Network":"172.16.0.0/16","SubnetLen":12,"Backend":{"Type":"vxlan"}}`, want: "SubnetLen"},
 		{name: "other backend", config: `{"Network":"172.16.0.0/16","Backend":{"Type":"host-gw"}}`, want: "host-gw"},
+		// What vxrouter does not do is refused by name, before a lease.
+		{name: "GBP", config: `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","GBP":true,"DirectRouting":true}}`, want: `"GBP":true (VXLAN Group Based Policy`},
+		{name: "Learning", config: `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","Learning":true}}`, want: `"Learning":true (MAC learning`},
+		{name: "Backend.MTU too small", config: `{"Network":"172.16.0.0/16","Backend":{"Type":"vxlan","MTU":600}}`, want: "Backend.MTU 600 is out of range 626..65535"},
+		{name: "no such iface", flags: []string{"--iface", "eth7"}, want: `--iface eth7: no interface is named "eth7"`},
+		{name: "bad iface regex", flags: []string{"--iface-regex", "eth[0-"}, want: "--iface-regex"},
 		// A /22 of /24s has three subnets to hand out (SubnetMin is the
 		// second), and reservations hold them.
 		{name: "no free subnet", config: `{"Network":"10.99.0.0/22","SubnetLen":24,"Backend":{"Type":"vxlan"}}`, want: "no free subnet"},
@@ -87,7 +115,7 @@ func TestBadInputFailsCleanly(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			log := o.startFailing(t, h, tc.args...)
+			log := o.startFailingWith(t, h, lab.NodeOptions{Args: tc.args, Underlay: tc.flags})
 			if !strings.Contains(log, tc.want) {
 				t.Errorf("log does not mention %q:\n%s", tc.want, log)
 			}

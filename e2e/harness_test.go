@@ -86,7 +86,15 @@ func newOverlayWithin(t *testing.T, configJSON string, d time.Duration) *overlay
 	}
 
 	o.prefix = "vxe" + randHex(2)
-	if o.lab, err = lab.New(lab.Options{Prefix: o.prefix, Log: o.log}); err != nil {
+	// The hosts' underlay carries the families the overlay does.
+	opts := lab.Options{Prefix: o.prefix, Log: o.log}
+	switch {
+	case o.cfg.IPv6Enabled() && o.cfg.IPv4Enabled():
+		opts.Underlay6 = underlay6
+	case o.cfg.IPv6Enabled():
+		opts.Underlay = underlay6
+	}
+	if o.lab, err = lab.New(opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -108,6 +116,9 @@ func newOverlayWithin(t *testing.T, configJSON string, d time.Duration) *overlay
 	})
 	return o
 }
+
+// underlay6 is the hosts' IPv6 underlay when the overlay carries IPv6.
+var underlay6 = netip.MustParsePrefix("fd00:213::/64")
 
 // host adds a host to the lab.
 func (o *overlay) host(name string) *lab.Host {
@@ -168,16 +179,28 @@ func (o *overlay) pod(h *lab.Host, subnet netip.Prefix) *lab.Pod {
 
 // mustPing checks that from reaches to: it waits for the first answer
 // (a node learns a new peer within moments), then wants 3 of 3.
-func (o *overlay) mustPing(from, to *lab.Pod) {
+func (o *overlay) mustPing(from, to *lab.Pod) { o.t.Helper(); o.mustPingAddr(from, to.Addr) }
+
+// mustPingAddr is mustPing to one of a pod's addresses (a dual-stack
+// pod's Addr6).
+func (o *overlay) mustPingAddr(from *lab.Pod, to netip.Addr) {
 	o.t.Helper()
-	if err := from.WaitReachable(o.ctx, to.Addr, 20*time.Second); err != nil {
+	if err := from.WaitReachable(o.ctx, to, 20*time.Second); err != nil {
 		o.t.Fatal(err)
 	}
-	res, err := from.Ping(o.ctx, to.Addr, 3)
+	res, err := from.Ping(o.ctx, to, 3)
 	if err != nil || res.Received != 3 {
-		o.t.Fatalf("%s -> %s: %d/3 replies: %v\n%s", from.Addr, to.Addr, res.Received, err, res.Output)
+		o.t.Fatalf("%s -> %s: %d/3 replies: %v\n%s", source(from, to), to, res.Received, err, res.Output)
 	}
-	o.t.Logf("%s -> %s: 3/3 replies, avg %s", from.Addr, to.Addr, res.RTTAvg)
+	o.t.Logf("%s -> %s: 3/3 replies, avg %s", source(from, to), to, res.RTTAvg)
+}
+
+// source is from's address of to's family.
+func source(from *lab.Pod, to netip.Addr) netip.Addr {
+	if to.Is6() && from.Addr6.IsValid() {
+		return from.Addr6
+	}
+	return from.Addr
 }
 
 // mustCarry checks that the traffic users send crosses from one pod to
@@ -185,20 +208,23 @@ func (o *overlay) mustPing(from, to *lab.Pod) {
 // datagrams of 1200 bytes, every one. (ICMP checksums are never left to
 // offload; TCP and UDP ones are, so a path can answer every ping and
 // drop every TCP segment.)
-func (o *overlay) mustCarry(from, to *lab.Pod) {
+func (o *overlay) mustCarry(from, to *lab.Pod) { o.t.Helper(); o.mustCarryTo(from, to, to.Addr) }
+
+// mustCarryTo is mustCarry to one of to's addresses, addr.
+func (o *overlay) mustCarryTo(from, to *lab.Pod, addr netip.Addr) {
 	o.t.Helper()
-	d, err := from.TCPTo(o.ctx, to, 5201, 8<<20)
+	d, err := from.TCPToAddr(o.ctx, to, addr, 5201, 8<<20)
 	if err != nil {
 		o.t.Fatal(err)
 	}
-	n, err := from.UDPTo(o.ctx, to, 5202, 200, 1200)
+	n, err := from.UDPToAddr(o.ctx, to, addr, 5202, 200, 1200)
 	if err != nil {
 		o.t.Fatal(err)
 	}
 	if n != 200 {
-		o.t.Fatalf("udp %s -> %s: %d of 200 datagrams arrived", from.Addr, to.Addr, n)
+		o.t.Fatalf("udp %s -> %s: %d of 200 datagrams arrived", source(from, addr), addr, n)
 	}
-	o.t.Logf("%s -> %s: 8 MB of TCP in %s, 200 of 200 UDP datagrams", from.Addr, to.Addr, d.Round(time.Millisecond))
+	o.t.Logf("%s -> %s: 8 MB of TCP in %s, 200 of 200 UDP datagrams", source(from, addr), addr, d.Round(time.Millisecond))
 }
 
 func randHex(n int) string {

@@ -1,6 +1,13 @@
 // Package explain is the teaching command's engine: it follows one packet
 // from a pod on one node to a pod on another through vxrouter's VXLAN
-// overlay and tells every step with the real bytes.
+// overlay and tells every step with the real bytes. Two more journeys
+// start the same way: a connection to a Kubernetes Service (Options.Service:
+// kube-proxy's nat rules on node A, the DNAT of the first packet with its
+// checksums updated as the kernel updates them, the overlay, conntrack's
+// reverse rewrite of the answer), and a packet to a host outside the
+// cluster (Options.ToOutside: flannel's --ip-masq rule, MASQUERADE, the
+// answer's way back). WriteSVG draws any of them: the path across the
+// nodes, and the frame on the wire as nested layers with byte offsets.
 //
 // It owns nothing of the data plane. The inner packet and the headers the
 // kernel adds (outer UDP, IPv4, Ethernet) are built and decoded with
@@ -15,12 +22,16 @@
 //	if err != nil { ... }                            // bad options: the error names the flag
 //	j.WriteText(os.Stdout)                           // seven steps, 80 columns
 //	j.WritePcap(f)                                   // two Ethernet packets for Wireshark
+//	j.WriteSVG(f)                                    // the picture
 //
 // Walk checks the options and derives what is left zero (the node subnets
 // around the pods, the overlay network around the subnets). Everything a
 // real system picks at random (IP identification, ports, ICMP identifier,
-// timestamps) is fixed, so the same options always give the same text and
-// the same capture; the golden files in testdata depend on it.
+// timestamps, the port MASQUERADE picks) is fixed, so the same options
+// always give the same text, capture and picture; the golden files in
+// testdata depend on it. The iptables rules are text, what kube-proxy and
+// flanneld would write (package kubeproxy writes kube-proxy's); nothing is
+// applied.
 //
 // # Concurrency
 //

@@ -199,8 +199,10 @@ func TestFrames(t *testing.T) {
 			if checksum(ip.Contents) != 0 {
 				t.Errorf("outer IPv4 header checksum 0x%04x is wrong", ip.Checksum)
 			}
-			if uint16(udp.DstPort) != o.Port || uint16(udp.SrcPort) != o.Port {
-				t.Errorf("UDP ports %d -> %d, want %d -> %d", udp.SrcPort, udp.DstPort, o.Port, o.Port)
+			// The source port is the inner flow's: in the range, and the
+			// one route picks for the packet in the TUN frame.
+			if sp := uint16(udp.SrcPort); uint16(udp.DstPort) != o.Port || sp < entropyLo || sp > entropyHi || sp != entropyPort(f.TUN) {
+				t.Errorf("UDP ports %d -> %d, want the flow's port in %d-%d -> %d", udp.SrcPort, udp.DstPort, entropyLo, entropyHi, o.Port)
 			}
 			if l4Checksum(o.SrcNode, o.DstNode, 17, f.Wire[encap.EthernetLen+20:]) != 0 {
 				t.Errorf("outer UDP checksum 0x%04x is wrong", udp.Checksum)

@@ -322,6 +322,9 @@ func transportBlock(pkt gopacket.Packet, base int, src, dst netip.Addr) (block, 
 			{base + 16, c[16:18], "checksum", fmt.Sprintf("0x%04x, %s", l.Checksum, correct(sum == 0))},
 			{base + 18, c[18:20], "urgent pointer", fmt.Sprint(l.Urgent)},
 		}}
+		if len(c) > 20 {
+			b.fields = append(b.fields, field{base + 20, c[20:], "options", tcpOptions(l)})
+		}
 	default:
 		return b, fmt.Errorf("decode: unexpected layer %s after IP", l.LayerType())
 	}
@@ -365,6 +368,21 @@ func tcpFlags(t *layers.TCP) string {
 		}
 	}
 	return strings.Join(f, " ")
+}
+
+// tcpOptions names a segment's options; a SYN's MSS is the one that
+// matters here.
+func tcpOptions(t *layers.TCP) string {
+	var f []string
+	for _, o := range t.Options {
+		switch {
+		case o.OptionType == layers.TCPOptionKindMSS && len(o.OptionData) == 2:
+			f = append(f, fmt.Sprintf("MSS %d", binary.BigEndian.Uint16(o.OptionData)))
+		default:
+			f = append(f, o.OptionType.String())
+		}
+	}
+	return strings.Join(f, ", ")
 }
 
 func correct(ok bool) string {
@@ -418,4 +436,16 @@ func l4Checksum(src, dst netip.Addr, proto uint8, seg []byte) uint16 {
 		pseudo = append(pseudo, 0, 0, 0, proto)
 	}
 	return checksum(append(pseudo, seg...))
+}
+
+// decodeError is the error of a decoded packet, if any, but for one in
+// what follows a transport header: gopacket guesses an application's
+// protocol from the port (DNS on 53), and the journey's payload is text,
+// not that.
+func decodeError(pkt gopacket.Packet) error {
+	e := pkt.ErrorLayer()
+	if e == nil || pkt.TransportLayer() != nil {
+		return nil
+	}
+	return e.Error()
 }

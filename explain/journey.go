@@ -11,6 +11,7 @@ import (
 
 	"vxrouter/encap"
 	"vxrouter/lease"
+	"vxrouter/route"
 )
 
 // Values a real kernel or application picks and that are fixed here, so
@@ -28,6 +29,7 @@ const (
 	tcpSeq      = 1000   // TCP sequence and acknowledgement numbers of an established connection
 	tcpAck      = 2000   //
 	tcpWindow   = 502    //
+	synWindow   = 64860  // Linux's first window on a 1450-byte MTU
 	payloadText = "vxrouter explain: the journey of one packet. "
 )
 
@@ -48,6 +50,13 @@ type Frames struct {
 	// Delivered is what encap.Decoder.Decap on node B returns from the
 	// Wire frame's UDP payload, the packet written into B's TUN device.
 	Delivered []byte
+
+	// A journey to a Service or to the outside: Veth has the pod's first
+	// packet before NAT, and Reply is the answer as the pod receives it
+	// from its bridge, after conntrack's reverse rewrite. To the outside,
+	// Wire is the masqueraded frame on node A's eth0, and no tunnel
+	// carries it: TUN, Payload and Delivered are nil.
+	Reply []byte
 }
 
 // Journey is one packet's way from pod to pod, built by Walk. It is not
@@ -61,6 +70,15 @@ type Journey struct {
 	srcNIC, dstNIC net.HardwareAddr // the nodes' underlay interfaces (made up)
 
 	leaseKey, leaseValue string // node B's lease as flannel stores it in etcd
+
+	// srcPort is the outer UDP source port: picked by the inner flow's
+	// hash (flow entropy), see step 5.
+	srcPort uint16
+
+	pkt ipPacket // the pod's packet, but for its TTL; after DNAT to a Service
+
+	svc *serviceStory // a connection to a Service (Options.Service)
+	out *outsideStory // a packet out of the cluster (Options.ToOutside)
 
 	decap  encap.Reason // what node B's decoder said
 	checks []check      // node B's checks, each with the reason a failure gets
@@ -88,11 +106,28 @@ func Walk(o Options) (*Journey, error) {
 		srcNIC: madeUpMAC(0x02, 0x00, o.SrcNode),
 		dstNIC: madeUpMAC(0x02, 0x00, o.DstNode),
 	}
+	j.pkt = podPacket(o)
 	j.podMAC = madeUpMAC(0x0a, 0x58, o.Src)
 	j.brMAC = madeUpMAC(0x0a, 0x58, j.srcGW)
 
 	if j.frames.Veth, err = j.innerPacket(podTTL, true); err != nil {
 		return nil, fmt.Errorf("build the pod's frame: %w", err)
+	}
+	if o.ToOutside {
+		if err := j.walkOutside(); err != nil {
+			return nil, err
+		}
+		j.frames.Wire = j.out.wire
+		j.frames.Reply = j.out.replyToPod
+		return j, nil
+	}
+	if o.Service.IsValid() {
+		if err := j.walkService(); err != nil {
+			return nil, err
+		}
+		if j.frames.Reply, err = j.frameToPod(j.svc.unDNAT.after); err != nil {
+			return nil, err
+		}
 	}
 	if j.frames.TUN, err = j.innerPacket(podTTL-1, false); err != nil {
 		return nil, fmt.Errorf("build the packet on vxr0: %w", err)
@@ -112,6 +147,7 @@ func Walk(o Options) (*Journey, error) {
 	}
 	j.frames.Payload = payload
 
+	j.srcPort = entropyPort(j.frames.TUN)
 	if j.frames.Wire, err = j.outerFrame(payload); err != nil {
 		return nil, fmt.Errorf("build the frame on the wire: %w", err)
 	}
@@ -154,75 +190,20 @@ func (j *Journey) Frames() Frames {
 		Payload:   slices.Clone(j.frames.Payload),
 		Wire:      slices.Clone(j.frames.Wire),
 		Delivered: slices.Clone(j.frames.Delivered),
+		Reply:     slices.Clone(j.frames.Reply),
 	}
 }
 
 // innerPacket serializes the pod's packet with the given TTL (hop limit),
 // in an Ethernet frame from the pod to its bridge when framed.
 func (j *Journey) innerPacket(ttl uint8, framed bool) ([]byte, error) {
-	o := j.o
-	var ls []gopacket.SerializableLayer
+	pk := j.pkt
+	pk.ttl = ttl
+	var eth *layers.Ethernet
 	if framed {
-		et := layers.EthernetTypeIPv4
-		if o.Src.Is6() {
-			et = layers.EthernetTypeIPv6
-		}
-		ls = append(ls, &layers.Ethernet{SrcMAC: j.podMAC, DstMAC: j.brMAC, EthernetType: et})
+		eth = &layers.Ethernet{SrcMAC: j.podMAC, DstMAC: j.brMAC}
 	}
-	var proto layers.IPProtocol
-	switch {
-	case o.Proto == "icmp" && o.Src.Is4():
-		proto = layers.IPProtocolICMPv4
-	case o.Proto == "icmp":
-		proto = layers.IPProtocolICMPv6
-	case o.Proto == "udp":
-		proto = layers.IPProtocolUDP
-	case o.Proto == "tcp":
-		proto = layers.IPProtocolTCP
-	}
-	var netLayer gopacket.NetworkLayer
-	if o.Src.Is4() {
-		ip := &layers.IPv4{
-			Version: 4, IHL: 5, TTL: ttl, Id: innerIPID, Flags: layers.IPv4DontFragment,
-			Protocol: proto, SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice(),
-		}
-		netLayer = ip
-		ls = append(ls, ip)
-	} else {
-		ip := &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: proto, SrcIP: o.Src.AsSlice(), DstIP: o.Dst.AsSlice()}
-		netLayer = ip
-		ls = append(ls, ip)
-	}
-	switch {
-	case o.Proto == "icmp" && o.Src.Is4():
-		ls = append(ls, &layers.ICMPv4{
-			TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0),
-			Id:       icmpID, Seq: icmpSeq,
-		})
-	case o.Proto == "icmp":
-		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
-		if err := icmp.SetNetworkLayerForChecksum(netLayer); err != nil {
-			return nil, err
-		}
-		ls = append(ls, icmp, &layers.ICMPv6Echo{Identifier: icmpID, SeqNumber: icmpSeq})
-	case o.Proto == "udp":
-		udp := &layers.UDP{SrcPort: appSrcPort, DstPort: udpDstPort}
-		if err := udp.SetNetworkLayerForChecksum(netLayer); err != nil {
-			return nil, err
-		}
-		ls = append(ls, udp)
-	case o.Proto == "tcp":
-		tcp := &layers.TCP{
-			SrcPort: appSrcPort, DstPort: tcpDstPort, Seq: tcpSeq, Ack: tcpAck,
-			ACK: true, PSH: o.Size > 0, Window: tcpWindow,
-		}
-		if err := tcp.SetNetworkLayerForChecksum(netLayer); err != nil {
-			return nil, err
-		}
-		ls = append(ls, tcp)
-	}
-	ls = append(ls, gopacket.Payload(payloadBytes(o.Size)))
-	return serialize(ls...)
+	return pk.build(eth)
 }
 
 // outerFrame wraps payload in what node A's kernel adds to a datagram sent
@@ -233,7 +214,7 @@ func (j *Journey) outerFrame(payload []byte) ([]byte, error) {
 		Version: 4, IHL: 5, TTL: outerTTL, Id: outerIPID, Flags: layers.IPv4DontFragment,
 		Protocol: layers.IPProtocolUDP, SrcIP: o.SrcNode.AsSlice(), DstIP: o.DstNode.AsSlice(),
 	}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(o.Port), DstPort: layers.UDPPort(o.Port)}
+	udp := &layers.UDP{SrcPort: layers.UDPPort(j.srcPort), DstPort: layers.UDPPort(o.Port)}
 	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err
 	}
@@ -256,8 +237,8 @@ func serialize(ls ...gopacket.SerializableLayer) ([]byte, error) {
 // kernel does, and returns the datagram's payload.
 func udpPayload(frame []byte) ([]byte, error) {
 	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
-	if e := p.ErrorLayer(); e != nil {
-		return nil, fmt.Errorf("decode the frame on the wire: %w", e.Error())
+	if err := decodeError(p); err != nil {
+		return nil, fmt.Errorf("decode the frame on the wire: %w", err)
 	}
 	udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
 	if !ok {
@@ -323,14 +304,6 @@ func flannelLease(subnet netip.Prefix, publicIP netip.Addr, vni uint32, vtep net
 	return lease.DefaultPrefix + "/subnets/" + lease.SubnetKey(subnet), string(b), nil
 }
 
-// madeUpMAC returns a MAC that does not exist in the example's world but
-// reads as belonging to addr: the two given bytes, then the last four
-// bytes of the address.
-func madeUpMAC(b0, b1 byte, addr netip.Addr) net.HardwareAddr {
-	a := addr.As16()
-	return net.HardwareAddr{b0, b1, a[12], a[13], a[14], a[15]}
-}
-
 // payloadBytes returns n bytes of readable text, so that the payload is
 // recognisable in a hex dump and in Wireshark.
 func payloadBytes(n int) []byte {
@@ -339,4 +312,16 @@ func payloadBytes(n int) []byte {
 		b[i] = payloadText[i%len(payloadText)]
 	}
 	return b
+}
+
+// Linux's default ip_local_port_range, the ports flow entropy picks from.
+const entropyLo, entropyHi = 32768, 60999
+
+// entropyPort is the outer source port of the inner packet pkt's flow,
+// picked as Linux's vxlan picks one (udp_flow_src_port: the flow's hash
+// scaled into the range) from vxrouter's flow hash. A real node sends
+// from one of its 32 sockets on ports of the range (route.PacketFlow
+// picks which), so its port differs; the idea is the same.
+func entropyPort(pkt []byte) uint16 {
+	return uint16(entropyLo + uint64(route.PacketFlow(pkt))*(entropyHi-entropyLo+1)>>32)
 }

@@ -1,6 +1,7 @@
 package explain
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -32,7 +33,29 @@ type Options struct {
 	VNI   uint32 // VXLAN network identifier, 24 bits
 	Port  uint16 // VXLAN UDP port
 	MTU   int    // the underlay's MTU (largest outer IP packet)
+
+	// Service, if set, makes the journey a connection from Src to this
+	// ClusterIP and port (TCP or UDP): node A's kube-proxy rules DNAT it to
+	// the backend pod Dst, port TargetPort (zero: 8080), before it crosses
+	// the overlay. ServiceNetwork, the range of ClusterIPs, is the /24
+	// around Service when zero.
+	Service        netip.AddrPort
+	TargetPort     uint16
+	ServiceNetwork netip.Prefix
+
+	// ToOutside makes the journey go from Src to Dst outside the overlay
+	// (by default DefaultOutside), a host on the node network: node A
+	// masquerades it with flannel's --ip-masq rule, and no tunnel carries
+	// it. Dst's subnet, node and MAC are not used.
+	ToOutside bool
 }
+
+// DefaultOutside is the host outside the overlay of the journey
+// --to-outside: a machine on the nodes' network that is no node.
+var DefaultOutside = netip.MustParseAddr("10.0.0.100")
+
+// DefaultTargetPort is the backend pods' port when Options.TargetPort is 0.
+const DefaultTargetPort = 8080
 
 // Protos are the values Options.Proto accepts.
 var Protos = []string{"icmp", "udp", "tcp"}
@@ -62,10 +85,33 @@ const maxVNI = 1<<24 - 1
 // resolve checks o and fills in what is derived. Every error names the
 // option (as the command's flag) and says what would be right.
 func (o Options) resolve() (Options, error) {
+	if o.ToOutside && o.Service.IsValid() {
+		return o, errors.New("--to-outside and --service: one journey at a time")
+	}
 	var err error
 	if o.Src, err = podAddr("src", o.Src); err != nil {
 		return o, err
 	}
+	if o.ToOutside {
+		o, err = o.resolveOutside()
+	} else {
+		o, err = o.resolvePods()
+	}
+	if err != nil {
+		return o, err
+	}
+	if o.Service.IsValid() {
+		if o, err = o.resolveService(); err != nil {
+			return o, err
+		}
+	}
+	return o.resolvePacket()
+}
+
+// resolvePods checks the two pods and nodes of a journey across the
+// overlay.
+func (o Options) resolvePods() (Options, error) {
+	var err error
 	if o.Dst, err = podAddr("dst", o.Dst); err != nil {
 		return o, err
 	}
@@ -110,7 +156,11 @@ func (o Options) resolve() (Options, error) {
 		return o, fmt.Errorf("--src-mac and --dst-mac are both %s: every VTEP needs its own MAC", o.SrcMAC)
 	}
 	o.SrcMAC, o.DstMAC = slices.Clone(o.SrcMAC), slices.Clone(o.DstMAC)
+	return o, nil
+}
 
+// resolvePacket checks what the packet is and what carries it.
+func (o Options) resolvePacket() (Options, error) {
 	o.Proto = strings.ToLower(o.Proto)
 	if !slices.Contains(Protos, o.Proto) {
 		return o, fmt.Errorf("--proto %q: want one of %s", o.Proto, strings.Join(Protos, ", "))
@@ -138,14 +188,110 @@ func (o Options) resolve() (Options, error) {
 	if o.Size < 0 {
 		return o, fmt.Errorf("--size %d: want 0 or more payload bytes", o.Size)
 	}
+	// A NAT is explained by a connection's first packet, the one its
+	// rules see: a TCP SYN carries no data.
+	if o.opensConnection() {
+		o.Size = 0
+	}
 	tunMTU := o.MTU - encap.OverheadIPv4
-	headers := ipHeaderLen(o.Src) + l4HeaderLen(o.Proto)
+	headers := ipHeaderLen(o.Src) + o.l4HeaderLen()
 	if headers+o.Size > tunMTU {
 		return o, fmt.Errorf("--size %d: the inner packet would be %d bytes (%d of headers + %d of payload), more than vxr0's MTU of %d (underlay MTU %d - %d of VXLAN overhead): "+
 			"the pod's kernel would fragment it, or refuse it with DF set, before it reached the tunnel; want --size %d or less, or a larger --mtu",
 			o.Size, headers+o.Size, headers, o.Size, tunMTU, o.MTU, encap.OverheadIPv4, tunMTU-headers)
 	}
 	return o, nil
+}
+
+// resolveOutside checks the pod, its node and the outside host of a
+// journey to the outside.
+func (o Options) resolveOutside() (Options, error) {
+	var err error
+	if !o.Src.Is4() {
+		return o, fmt.Errorf("--to-outside: --src %s is IPv6; this journey follows flannel's IPv4 masquerade rule, give an IPv4 pod", o.Src)
+	}
+	if o.SrcSubnet, err = podSubnet("src", o.Src, o.SrcSubnet); err != nil {
+		return o, err
+	}
+	if !o.Network.IsValid() {
+		// Nothing on the other side to share a prefix with: the /16 of
+		// flannel's usual networks, or the /8 around a shorter subnet.
+		bits := 16
+		if o.SrcSubnet.Bits() <= 16 {
+			bits = 8
+		}
+		o.Network = netip.PrefixFrom(o.Src, bits).Masked()
+	} else if o.Network, err = network(o.Network, o.SrcSubnet, o.SrcSubnet); err != nil {
+		return o, err
+	}
+	if o.SrcNode, err = nodeAddr("src-node-ip", o.SrcNode, o.Network); err != nil {
+		return o, err
+	}
+	if err := vtepMAC("src-mac", o.SrcMAC); err != nil {
+		return o, err
+	}
+	o.SrcMAC = slices.Clone(o.SrcMAC)
+	d := o.Dst.Unmap()
+	switch {
+	case !d.IsValid():
+		return o, errors.New("--dst: the outside host's address is needed")
+	case !d.Is4():
+		return o, fmt.Errorf("--dst %s: want an IPv4 address outside the overlay", d)
+	case d.IsMulticast():
+		return o, fmt.Errorf("--dst %s is multicast: flannel's rule masquerades everything from the pods but multicast (! -d 224.0.0.0/4), which has no one to answer", d)
+	case d.IsUnspecified() || d.IsLoopback() || d.IsLinkLocalUnicast() || d == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return o, fmt.Errorf("--dst %s: want a unicast address of a host", d)
+	case o.Network.Contains(d):
+		return o, fmt.Errorf("--dst %s is in the overlay %s: that is pod to pod, leave out --to-outside", d, o.Network)
+	case d == o.SrcNode:
+		return o, fmt.Errorf("--dst %s is node A itself: a pod reaching its own node is not masqueraded (flannel returns traffic to the pod subnet); pick a host outside the cluster", d)
+	}
+	o.Dst = d
+	o.DstSubnet, o.DstNode, o.DstMAC = netip.Prefix{}, netip.Addr{}, nil
+	return o, nil
+}
+
+// resolveService checks the ClusterIP and ports of a journey to a Service.
+func (o Options) resolveService() (Options, error) {
+	ip := o.Service.Addr().Unmap()
+	switch {
+	case !ip.Is4() || !o.Src.Is4():
+		return o, fmt.Errorf("--service %s: want an IPv4 ClusterIP:port, like 192.168.3.10:80, and IPv4 pods", o.Service)
+	case o.Service.Port() == 0:
+		return o, fmt.Errorf("--service %s: port 0; want the Service's port, like 192.168.3.10:80", o.Service)
+	case o.Network.Contains(ip):
+		return o, fmt.Errorf("--service %s is in the pod network %s: ClusterIPs come from a range of their own, the service network", o.Service, o.Network)
+	case nodeNetwork(o.SrcNode).Contains(ip):
+		return o, fmt.Errorf("--service %s is in the nodes' network %s: ClusterIPs come from a range of their own, the service network", o.Service, nodeNetwork(o.SrcNode))
+	case !ip.IsGlobalUnicast() && !ip.IsPrivate():
+		return o, fmt.Errorf("--service %s: want a unicast address", o.Service)
+	}
+	o.Service = netip.AddrPortFrom(ip, o.Service.Port())
+	if o.Proto == "icmp" {
+		return o, errors.New("--proto icmp: a Service forwards TCP and UDP ports, not pings; no device has a ClusterIP, so nothing would answer one (use --proto tcp or udp)")
+	}
+	if o.TargetPort == 0 {
+		o.TargetPort = DefaultTargetPort
+	}
+	if !o.ServiceNetwork.IsValid() {
+		o.ServiceNetwork = netip.PrefixFrom(ip, 24).Masked()
+	}
+	sn := o.ServiceNetwork
+	switch {
+	case !sn.Addr().Is4() || sn != sn.Masked():
+		return o, fmt.Errorf("--service-network %s: want an IPv4 network like 192.168.3.0/24", sn)
+	case !sn.Contains(ip):
+		return o, fmt.Errorf("--service %s is not in --service-network %s", o.Service, sn)
+	case sn.Overlaps(o.Network):
+		return o, fmt.Errorf("--service-network %s overlaps the pod network %s", sn, o.Network)
+	}
+	return o, nil
+}
+
+// nodeNetwork is the network of the nodes' public addresses: the /24
+// around node A's.
+func nodeNetwork(node netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(node, 24).Masked()
 }
 
 func podAddr(flag string, a netip.Addr) (netip.Addr, error) {
@@ -293,8 +439,19 @@ func ipHeaderLen(a netip.Addr) int {
 	return 40
 }
 
-func l4HeaderLen(proto string) int {
-	if proto == "tcp" {
+// opensConnection reports whether the journey's packet is a TCP SYN: the
+// first packet of a connection is the one NAT rules decide on.
+func (o Options) opensConnection() bool {
+	return o.Proto == "tcp" && (o.Service.IsValid() || o.ToOutside)
+}
+
+// l4HeaderLen is the length of the packet's ICMP, UDP or TCP header: a
+// SYN, which opens a connection to a Service, carries the MSS option.
+func (o Options) l4HeaderLen() int {
+	switch {
+	case o.opensConnection():
+		return 24
+	case o.Proto == "tcp":
 		return 20
 	}
 	return 8 // ICMP echo, ICMPv6 echo and UDP alike

@@ -21,6 +21,18 @@ func (j *Journey) WriteText(w io.Writer) error {
 	steps := []func(*printer) error{
 		j.intro, j.step1, j.step2, j.step3, j.step4, j.step5, j.step6, j.step7, j.seeIt,
 	}
+	switch {
+	case j.svc != nil:
+		steps = []func(*printer) error{
+			j.serviceIntro, j.serviceStep1, j.serviceStep2, j.serviceStep3, j.serviceStep4,
+			j.serviceStep5, j.serviceStep6, j.serviceSeeIt,
+		}
+	case j.out != nil:
+		steps = []func(*printer) error{
+			j.outsideIntro, j.outsideStep1, j.outsideStep2, j.outsideStep3, j.outsideStep4,
+			j.outsideStep5, j.outsideSeeIt,
+		}
+	}
 	for _, s := range steps {
 		if err := s(&p); err != nil {
 			return fmt.Errorf("explain: %w", err)
@@ -189,8 +201,8 @@ func (j *Journey) step4(p *printer) error {
 	p.para("vxrouter read the packet into its buffer %d bytes in, leaving room in front. encap.Header.Encap copies node B's %d-byte header template (built once, when node B's lease appeared) into that room and sets the inner EtherType from the IP version; the packet itself is not copied or changed. VXLAN carries Ethernet frames (it was made to stretch LANs), so an IP overlay addresses the frame from VTEP to VTEP. Offsets count from the start of the UDP payload:",
 		encap.HeaderLen, encap.HeaderLen)
 	pkt := gopacket.NewPacket(j.frames.Payload, layers.LayerTypeVXLAN, gopacket.Default)
-	if e := pkt.ErrorLayer(); e != nil {
-		return fmt.Errorf("decode the VXLAN payload: %w", e.Error())
+	if err := decodeError(pkt); err != nil {
+		return fmt.Errorf("decode the VXLAN payload: %w", err)
 	}
 	vx, ok1 := pkt.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
 	eth, ok2 := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
@@ -227,8 +239,8 @@ func (j *Journey) step4(p *printer) error {
 func (j *Journey) step5(p *printer) error {
 	o := j.o
 	p.heading("5. Node A's kernel adds UDP, IPv4 and Ethernet", '-')
-	p.para("vxrouter sends the %d bytes on its UDP socket to %s port %d, in one sendmmsg call with other datagrams when there are more. Everything outside the UDP payload is the kernel's work: a UDP header, an IPv4 header, and an Ethernet header for the next hop. On the wire they come first; offsets count from the start of the frame:",
-		len(j.frames.Payload), o.DstNode, o.Port)
+	p.para("vxrouter sends the %d bytes to %s port %d, in one sendmmsg call with other datagrams when there are more, from a source port picked by the hash of the inner flow (flow entropy, RFC 7348: ECMP and the receiver's NIC spread an overlay's flows by it, and every packet of this flow leaves from the same port; here %d, as Linux's vxlan would pick it from ip_local_port_range, %d-%d). Everything outside the UDP payload is the kernel's work: a UDP header, an IPv4 header, and an Ethernet header for the next hop. On the wire they come first; offsets count from the start of the frame:",
+		len(j.frames.Payload), o.DstNode, o.Port, j.srcPort, entropyLo, entropyHi)
 
 	wire := gopacket.NewPacket(j.frames.Wire, layers.LayerTypeEthernet, gopacket.Default)
 	eth, ok1 := wire.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
@@ -258,8 +270,8 @@ func (j *Journey) step5(p *printer) error {
 	p.para("The outer MACs are made up (02:00 and the node's IPv4 address); the destination is the next hop's, here node B itself, on the same link. The source port is %d because vxrouter sends from the socket it receives on. The kernel's vxlan driver instead hashes each inner flow to a source port (32768-60999 by default), so that routers spreading flows over several paths (ECMP) keep each flow on one path; receivers ignore the source port. The kernel's driver also leaves the UDP checksum of an IPv4 datagram 0, \"none\", which RFC 7348 allows; vxrouter's ordinary socket gets a real one.", o.Port)
 	p.para("The whole frame on the wire, %d bytes (a capture shows it without the preamble and the 4-byte frame check sequence):", len(j.frames.Wire))
 	inner := gopacket.NewPacket(j.frames.Payload, layers.LayerTypeVXLAN, gopacket.Default)
-	if e := inner.ErrorLayer(); e != nil {
-		return fmt.Errorf("decode the VXLAN payload: %w", e.Error())
+	if err := decodeError(inner); err != nil {
+		return fmt.Errorf("decode the VXLAN payload: %w", err)
 	}
 	spans := []span{
 		{"outer Ethernet", 0, len(eth.Contents), false},
@@ -302,7 +314,7 @@ func (j *Journey) step6(p *printer) error {
 	mss := mtu - ipHeaderLen(o.Src) - 20
 	p.para("The outer Ethernet header is not counted: it is not part of the IP packet. On an IPv6 underlay the outer header is 40 bytes and the overhead %d, which leaves %d. vxrouter gives vxr0 the MTU %d and writes FLANNEL_MTU=%d into subnet.env; the CNI plugin gives the pods' eth0 the same MTU, so a pod never builds a packet the tunnel cannot carry, and TCP in the pods announces a maximum segment size of %d - %d = %d.",
 		encap.OverheadIPv6, o.MTU-encap.OverheadIPv6, mtu, mtu, mtu, mtu-mss, mss)
-	headers := ipHeaderLen(o.Src) + l4HeaderLen(o.Proto)
+	headers := ipHeaderLen(o.Src) + o.l4HeaderLen()
 	full := ""
 	if len(j.frames.TUN) == mtu {
 		full = ", as large as it gets"
@@ -363,7 +375,7 @@ func (j *Journey) seeIt(p *printer) error {
 	if o.Port == 4789 {
 		decode = "Wireshark decodes VXLAN on UDP port 4789 by itself; tshark's -d only says it again."
 	}
-	p.para("The capture has two Ethernet packets: 1, the pod's frame on its veth (step 1), and 2, the frame on the underlay (step 5). %s `vxrouter demo` (as root) builds a real two-node overlay in network namespaces and pings across it.", decode)
+	p.para("The capture has two Ethernet packets: 1, the pod's frame on its veth (step 1), and 2, the frame on the underlay (step 5). %s `vxrouter demo` (as root) builds a real overlay in network namespaces and sends packets across it; `--service` and `--to-outside` follow the other two journeys of a pod's packet, to a Service and out of the cluster.", decode)
 	return nil
 }
 
@@ -432,8 +444,8 @@ func decodeIP(b []byte) (gopacket.Packet, error) {
 		first = layers.LayerTypeIPv6
 	}
 	pkt := gopacket.NewPacket(b, first, gopacket.Default)
-	if e := pkt.ErrorLayer(); e != nil {
-		return nil, e.Error()
+	if err := decodeError(pkt); err != nil {
+		return nil, err
 	}
 	if len(pkt.Layers()) < 2 {
 		return nil, fmt.Errorf("no layer after the IP header")

@@ -43,6 +43,34 @@
 // entry <subnet>.0 -> VTEP MAC, a permanent FDB entry VTEP MAC -> public
 // IP, and last the route <subnet> via <subnet>.0 dev flannel.1 onlink.
 //
+// With DirectRouting, flannel routes an on-link peer (Host.OnLink: `ip
+// route get` answers one route without a gateway) with just
+// KernelVXLAN.AddDirectPeer: <subnet> via <public IP>.
+//
+// Lab.AddSegment makes a host the router of a second underlay segment
+// (bridge ul1 in its namespace); Segment.AddHost puts hosts on it, one
+// hop from the main underlay, and Segment.Attach gives a host on the
+// main underlay a second interface (eth1) on it: the layouts where an
+// overlay must tell on-link peers from the others, or choose among a
+// host's interfaces.
+//
+// # Dual-stack and IPv6
+//
+// Options.Underlay may be IPv6 (an IPv6-only underlay), and
+// Options.Underlay6 beside an IPv4 Underlay makes every host of the main
+// underlay dual-stack: eth0 gets its n-th address of both networks
+// (Host.Underlay6; segments stay IPv4). A
+// KernelVXLAN with an IPv6 Subnet is flannel's flannel-v6.<VNI>: local
+// <Underlay6> dev eth0 dstport 8472 nolearning, its own MAC, asked for
+// the underlay MTU - 50 as flannel asks (the kernel caps it at - 70),
+// address <subnet>::/128; AddPeer programs its neighbour, FDB (dst the
+// peer's PublicIPv6) and onlink route as flannel does. PodConfig.Subnet6
+// gives a pod an IPv6 address beside its IPv4 one and a default IPv6
+// route via cni0's <subnet6>::1. Hosts run without IPv6 duplicate address
+// detection (net.ipv6.conf.default.accept_dad=0): a tentative link-local
+// address sends no neighbour solicitation, and a new bridge's would hold
+// up its first forwarded packets for a second.
+//
 // lab drives iproute2 (ip, bridge) and sysctl; nothing is hidden in
 // netlink calls. Options.Log gets every command at debug level, and
 // Lab.Commands returns them all, a script of the topology a learner can

@@ -20,7 +20,14 @@ type Host struct {
 	Name     string     // e.g. "node1"
 	NS       string     // its namespace, <prefix>-<name>
 	Index    int        // 1 for the first host, 2 for the second...
-	Underlay netip.Addr // eth0's address: the Index-th address of the underlay
+	Underlay netip.Addr // eth0's address: on the main underlay the n-th for its n-th host (the Index-th without segments)
+	// Underlay6 is eth0's IPv6 address on the main underlay: the n-th of
+	// Options.Underlay6 in a dual-stack lab, Underlay itself in an IPv6
+	// one; invalid in an IPv4 one and on a segment (segments are IPv4).
+	Underlay6 netip.Addr
+	// Segment is the segment eth0 is on, behind its router; nil for the
+	// main underlay.
+	Segment *Segment
 
 	lab *Lab
 
@@ -28,7 +35,15 @@ type Host struct {
 	pods    []*Pod
 	bridge  bool                        // cni0 exists
 	subnets map[netip.Prefix]*podSubnet // on cni0
-	vxlans  map[uint32]*KernelVXLAN
+	vxlans  map[vxlanKey]*KernelVXLAN
+	legs    []*Segment // segments Attach gave it an interface on: eth1, eth2...
+}
+
+// vxlanKey names a host's kernel vxlan device: flannel makes one per VNI
+// and family.
+type vxlanKey struct {
+	vni uint32
+	v6  bool
 }
 
 // podSubnet tracks the addresses handed out in one subnet on cni0.
@@ -39,7 +54,10 @@ type podSubnet struct {
 // AddHost adds a host: namespace <prefix>-<name>, a veth pair from its
 // eth0 to the underlay bridge, the next underlay address, lo up,
 // forwarding on, rp_filter off.
-func (l *Lab) AddHost(name string) (*Host, error) {
+func (l *Lab) AddHost(name string) (*Host, error) { return l.addHost(name, nil) }
+
+// addHost adds a host on seg, or on the main underlay when seg is nil.
+func (l *Lab) addHost(name string, seg *Segment) (*Host, error) {
 	if err := validHostName(name); err != nil {
 		return nil, fmt.Errorf("add host: %w", err)
 	}
@@ -55,50 +73,82 @@ func (l *Lab) AddHost(name string) (*Host, error) {
 			return nil, fmt.Errorf("add host %q: exists", name)
 		}
 	}
-	idx := len(l.hosts) + 1
-	addr, err := hostAddr(l.opts.Underlay, idx)
+	network, n := l.opts.Underlay, l.mainHosts+1
+	if seg != nil {
+		network, n = seg.Prefix, seg.next
+	}
+	addr, err := hostAddr(network, n)
 	if err != nil {
 		return nil, fmt.Errorf("add host %q: underlay full: %w", name, err)
 	}
 	h := &Host{
 		Name:     name,
 		NS:       l.opts.Prefix + "-" + name,
-		Index:    idx,
+		Index:    len(l.hosts) + 1,
 		Underlay: addr,
+		Segment:  seg,
 		lab:      l,
 		subnets:  make(map[netip.Prefix]*podSubnet),
-		vxlans:   make(map[uint32]*KernelVXLAN),
+		vxlans:   make(map[vxlanKey]*KernelVXLAN),
+	}
+	if u6 := l.Underlay6(); u6.IsValid() && seg == nil {
+		if h.Underlay6, err = hostAddr(u6, n); err != nil {
+			return nil, fmt.Errorf("add host %q: underlay full: %w", name, err)
+		}
 	}
 	if err := h.build(); err != nil {
 		// Deleting the namespace takes the half-built host with it (the
 		// veth pair dies with either end).
 		return nil, errors.Join(fmt.Errorf("add host %q: %w", name, err), l.delNS(h.NS))
 	}
+	if seg == nil {
+		l.mainHosts++
+	} else {
+		seg.next++
+	}
 	l.hosts = append(l.hosts, h)
 	return h, nil
 }
 
+// build makes the host's namespace and plugs its eth0 into its
+// underlay's bridge: ul0 in the underlay namespace, or its segment's in
+// the segment's router. A host on the main underlay gets a route to each
+// segment via its router; a host on a segment, a default route via its
+// router.
 func (h *Host) build() error {
 	l := h.lab
 	mtu := strconv.Itoa(l.opts.MTU)
-	peer := "v-" + h.Name // in the underlay namespace
-	addCmd := addrAdd(h.NS, h.Underlay, l.opts.Underlay.Bits(), UnderlayDev)
-	err := l.r.all(
-		[]string{"ip", "netns", "add", h.NS},
+	peer := "v-" + h.Name // in the bridge's namespace
+	brNS, bridge, bits := l.ul, UnderlayBridge, l.opts.Underlay.Bits()
+	if h.Segment != nil {
+		brNS, bridge, bits = h.Segment.Router.NS, h.Segment.Bridge, h.Segment.Prefix.Bits()
+	}
+	cmds := [][]string{
+		{"ip", "netns", "add", h.NS},
 		// Before any interface exists, so that every one made later
 		// inherits rp_filter=0 from "default".
 		sysctlCmd(h.NS, hostSysctls()...),
-		[]string{"ip", "-n", h.NS, "link", "set", "lo", "up"},
-		[]string{"ip", "-n", l.ul, "link", "add", peer, "mtu", mtu, "type", "veth",
+		{"ip", "-n", h.NS, "link", "set", "lo", "up"},
+		{"ip", "-n", brNS, "link", "add", peer, "mtu", mtu, "type", "veth",
 			"peer", "name", UnderlayDev, "mtu", mtu, "netns", h.NS},
-		[]string{"ip", "-n", l.ul, "link", "set", peer, "master", UnderlayBridge, "up"},
-		addCmd,
-		[]string{"ip", "-n", h.NS, "link", "set", UnderlayDev, "up"},
-	)
-	if err != nil {
+		{"ip", "-n", brNS, "link", "set", peer, "master", bridge, "up"},
+		addrAdd(h.NS, h.Underlay, bits, UnderlayDev),
+	}
+	if h.Underlay6.IsValid() && h.Underlay6 != h.Underlay {
+		cmds = append(cmds, addrAdd(h.NS, h.Underlay6, l.opts.Underlay6.Bits(), UnderlayDev))
+	}
+	cmds = append(cmds, []string{"ip", "-n", h.NS, "link", "set", UnderlayDev, "up"})
+	if h.Segment != nil {
+		cmds = append(cmds, []string{"ip", "-n", h.NS, "route", "add", "default", "via", h.Segment.Gateway.String()})
+	} else {
+		for _, s := range l.segments {
+			cmds = append(cmds, s.routeFrom(h.NS))
+		}
+	}
+	if err := l.r.all(cmds...); err != nil {
 		return err
 	}
-	return l.r.waitForwarding(l.ul, peer)
+	return l.r.waitForwarding(brNS, peer)
 }
 
 func hostSysctls() []string {
@@ -108,7 +158,12 @@ func hostSysctls() []string {
 		"net.ipv4.conf.default.rp_filter=0",
 	}
 	if ipv6Enabled() {
-		s = append(s, "net.ipv6.conf.all.forwarding=1")
+		// No duplicate address detection: every address here is the
+		// lab's to give, and while a new interface's link-local address
+		// is tentative (a second) the kernel sends no neighbour
+		// solicitation from it, so the first packets a host forwards
+		// to a new pod over IPv6 would wait for the retry.
+		s = append(s, "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.accept_dad=0")
 	}
 	return s
 }

@@ -3,11 +3,13 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // KernelVXLANConfig describes a kernel vxlan device set up the way
@@ -16,15 +18,22 @@ type KernelVXLANConfig struct {
 	VNI     uint32           // default 1
 	Port    uint16           // default 8472, the Linux default flannel keeps
 	VtepMAC net.HardwareAddr // default random, locally administered, unicast
-	Subnet  netip.Prefix     // required, IPv4: the host's lease, e.g. 172.16.99.0/24
+	// Subnet is the host's lease in the device's family (required): an
+	// IPv4 one, e.g. 172.16.99.0/24, makes flannel.<VNI> over the host's
+	// IPv4 underlay address; an IPv6 one, e.g. fd00:16:0:63::/64,
+	// makes flannel-v6.<VNI> over its IPv6 one, as flannel does for the
+	// IPv6 half of a dual-stack (or an IPv6-only) overlay.
+	Subnet netip.Prefix
 	// MTU of the vxlan device itself. Default underlay MTU - 50; flannel
-	// takes the underlay's MTU as its "MTU" and subtracts the 50 itself.
+	// takes the underlay's MTU as its "MTU" and subtracts the 50 itself,
+	// for flannel-v6.<VNI> too; the kernel then caps that device at the
+	// underlay's MTU - 70, what VXLAN takes over IPv6.
 	MTU int
 }
 
-// KernelVXLAN is a host's flannel.<VNI> device.
+// KernelVXLAN is a host's flannel.<VNI> or flannel-v6.<VNI> device.
 type KernelVXLAN struct {
-	Dev     string // flannel.<VNI>
+	Dev     string // flannel.<VNI> or flannel-v6.<VNI>
 	VNI     uint32
 	Port    uint16
 	VtepMAC net.HardwareAddr
@@ -38,7 +47,9 @@ type KernelVXLAN struct {
 // underlay address, learning off (flannel programs every entry itself),
 // IPv6 router advertisements ignored, the address <subnet>.0/32 (a /32 so
 // that no connected or broadcast route appears; it is the source address
-// for traffic from the host into the overlay), up.
+// for traffic from the host into the overlay), up. For an IPv6 Subnet it
+// creates flannel-v6.<VNI> the same way, over the host's IPv6 underlay
+// address (Host.Underlay6), with the address <subnet>::/128.
 //
 // It adds no routes: flannel routes each peer's subnet on its own (AddPeer),
 // and the host's own subnet is routed by the address on cni0.
@@ -52,10 +63,18 @@ func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
 	if c.Port == 0 {
 		c.Port = 8472
 	}
-	if !c.Subnet.IsValid() || !c.Subnet.Addr().Is4() {
-		return nil, fmt.Errorf("kernel vxlan: subnet %s: want an IPv4 prefix (flannel makes flannel-v6.<VNI> for IPv6)", c.Subnet)
+	if !c.Subnet.IsValid() || c.Subnet.Addr().Is4In6() {
+		return nil, fmt.Errorf("kernel vxlan: subnet %s: want an IPv4 or IPv6 prefix", c.Subnet)
 	}
 	c.Subnet = c.Subnet.Masked()
+	v6 := c.Subnet.Addr().Is6()
+	name, local := "flannel.", h.Underlay
+	if v6 {
+		name, local = "flannel-v6.", h.Underlay6
+	}
+	if !local.IsValid() || local.Is6() != v6 {
+		return nil, fmt.Errorf("kernel vxlan: subnet %s: host %s has no underlay address of its family", c.Subnet, h.Name)
+	}
 	if c.MTU == 0 {
 		c.MTU = h.lab.opts.MTU - 50
 	}
@@ -75,11 +94,12 @@ func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := h.vxlans[c.VNI]; ok {
-		return nil, fmt.Errorf("kernel vxlan: VNI %d exists on %s", c.VNI, h.Name)
+	key := vxlanKey{c.VNI, v6}
+	if _, ok := h.vxlans[key]; ok {
+		return nil, fmt.Errorf("kernel vxlan: %s%d exists on %s", name, c.VNI, h.Name)
 	}
 	k := &KernelVXLAN{
-		Dev:     "flannel." + strconv.FormatUint(uint64(c.VNI), 10),
+		Dev:     name + strconv.FormatUint(uint64(c.VNI), 10),
 		VNI:     c.VNI,
 		Port:    c.Port,
 		VtepMAC: c.VtepMAC,
@@ -92,7 +112,7 @@ func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
 		[]string{"ip", "-n", h.NS, "link", "add", k.Dev,
 			"address", k.VtepMAC.String(), "mtu", strconv.Itoa(k.MTU),
 			"type", "vxlan", "id", strconv.FormatUint(uint64(k.VNI), 10),
-			"local", h.Underlay.String(), "dev", UnderlayDev,
+			"local", local.String(), "dev", UnderlayDev,
 			"dstport", strconv.Itoa(int(k.Port)), "nolearning"},
 	)
 	if err != nil {
@@ -101,17 +121,17 @@ func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
 	if ipv6Enabled() {
 		// sysctl spells the "." in an interface name as "/". Flannel
 		// ignores a failure here too.
-		_ = r.all(sysctlCmd(h.NS, "net.ipv6.conf.flannel/"+strconv.FormatUint(uint64(k.VNI), 10)+".accept_ra=0"))
+		_ = r.all(sysctlCmd(h.NS, "net.ipv6.conf."+strings.ReplaceAll(k.Dev, ".", "/")+".accept_ra=0"))
 	}
 	err = r.all(
-		[]string{"ip", "-n", h.NS, "addr", "add", k.Subnet.Addr().String() + "/32", "dev", k.Dev},
+		addrAdd(h.NS, k.Subnet.Addr(), k.Subnet.Addr().BitLen(), k.Dev),
 		[]string{"ip", "-n", h.NS, "link", "set", k.Dev, "up"},
 	)
 	if err != nil {
 		_, derr := r.run(context.Background(), "ip", "-n", h.NS, "link", "del", k.Dev)
 		return nil, errors.Join(fmt.Errorf("kernel vxlan on %s: %w", h.Name, err), derr)
 	}
-	h.vxlans[k.VNI] = k
+	h.vxlans[key] = k
 	return k, nil
 }
 
@@ -121,6 +141,9 @@ func (h *Host) KernelVXLAN(c KernelVXLANConfig) (*KernelVXLAN, error) {
 //	ip neigh replace <subnet>.0 lladdr <vtepMAC> dev flannel.1 nud permanent
 //	bridge fdb replace <vtepMAC> dev flannel.1 dst <publicIP> self permanent
 //	ip route replace <subnet> via <subnet>.0 dev flannel.1 onlink
+//
+// On flannel-v6.<VNI> the subnet is the lease's IPv6 one, the MAC its
+// BackendV6Data's and publicIP its PublicIPv6: the same three entries.
 //
 // The route comes last: with it in place but no neighbour entry yet, the
 // kernel would ARP for <subnet>.0 on a device nobody answers on. Calling
@@ -156,11 +179,12 @@ func (k *KernelVXLAN) RemovePeer(subnet netip.Prefix, publicIP netip.Addr, vtepM
 }
 
 func (k *KernelVXLAN) peerCmds(op string, subnet netip.Prefix, publicIP netip.Addr, vtepMAC net.HardwareAddr) ([][]string, error) {
-	if !subnet.IsValid() || !subnet.Addr().Is4() {
-		return nil, fmt.Errorf("peer subnet %s: want an IPv4 prefix", subnet)
+	v6 := k.Subnet.Addr().Is6()
+	if !subnet.IsValid() || subnet.Addr().Is6() != v6 || subnet.Addr().Is4In6() {
+		return nil, fmt.Errorf("peer subnet %s: want one of %s's family", subnet, k.Dev)
 	}
-	if !publicIP.IsValid() {
-		return nil, fmt.Errorf("peer %s: no public IP", subnet)
+	if !publicIP.IsValid() || publicIP.Is6() != v6 {
+		return nil, fmt.Errorf("peer %s: public IP %v: want one of %s's family", subnet, publicIP, k.Dev)
 	}
 	if len(vtepMAC) != 6 {
 		return nil, fmt.Errorf("peer %s: VTEP MAC %s: want 6 bytes", subnet, vtepMAC)
@@ -186,4 +210,50 @@ func randomMAC() (net.HardwareAddr, error) {
 	}
 	mac[0] = mac[0]&^1 | 2
 	return mac, nil
+}
+
+// OnLink answers, for the host, what flannel's DirectRouting asks of a
+// peer's public IP (its ip.DirectRouting): does `ip route get ip` give
+// exactly one route, without a gateway?
+func (h *Host) OnLink(ctx context.Context, ip netip.Addr) (bool, error) {
+	out, err := h.lab.r.run(ctx, "ip", "-n", h.NS, "-j", "route", "get", ip.String())
+	if err != nil {
+		return false, fmt.Errorf("on-link %s from %s: %w", ip, h.Name, err)
+	}
+	var routes []struct {
+		Gateway string `json:"gateway"`
+	}
+	if err := json.Unmarshal([]byte(out), &routes); err != nil {
+		return false, fmt.Errorf("on-link %s from %s: ip route get: %w: %s", ip, h.Name, err, out)
+	}
+	return len(routes) == 1 && routes[0].Gateway == "", nil
+}
+
+// AddDirectPeer programs a peer's lease as flannel's vxlan backend does
+// with DirectRouting when the peer is on-link (OnLink): one route, no
+// neighbour or FDB entry, and no vxlan device in the way,
+//
+//	ip route replace <subnet> via <publicIP>
+//
+// Replacing a route that AddPeer made turns the peer direct, as in
+// flannel (whose stale neighbour and FDB entries stay, unused).
+func (k *KernelVXLAN) AddDirectPeer(subnet netip.Prefix, publicIP netip.Addr) error {
+	if !subnet.IsValid() || !publicIP.IsValid() {
+		return fmt.Errorf("direct peer %s via %s: want a subnet and a public IP", subnet, publicIP)
+	}
+	_, err := k.Host.lab.r.run(context.Background(), "ip", "-n", k.Host.NS, "route", "replace", subnet.Masked().String(), "via", publicIP.String())
+	if err != nil {
+		return fmt.Errorf("add direct peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
+}
+
+// RemoveDirectPeer undoes AddDirectPeer, as flannel does when the lease
+// goes.
+func (k *KernelVXLAN) RemoveDirectPeer(subnet netip.Prefix, publicIP netip.Addr) error {
+	_, err := k.Host.lab.r.run(context.Background(), "ip", "-n", k.Host.NS, "route", "del", subnet.Masked().String(), "via", publicIP.String())
+	if err != nil {
+		return fmt.Errorf("remove direct peer %s on %s: %w", subnet, k.Host.Name, err)
+	}
+	return nil
 }

@@ -51,6 +51,10 @@ type Options struct {
 	// Underlay is the network of the hosts' eth0; host i gets its i-th
 	// address. IPv4 or IPv6. Default 10.213.0.0/24.
 	Underlay netip.Prefix
+	// Underlay6, an IPv6 network beside an IPv4 Underlay, makes the
+	// hosts dual-stack: eth0 gets its i-th address of both, on the one
+	// switch. Default none.
+	Underlay6 netip.Prefix
 	// MTU of the underlay links. Default 1500.
 	MTU int
 	// PodMTU of the pods' veth pairs. Default MTU-50: what flannel's CNI
@@ -83,6 +87,15 @@ func (o *Options) setDefaults() error {
 	if _, err := hostAddr(o.Underlay, 2); err != nil {
 		return fmt.Errorf("underlay %s: too small for two hosts", o.Underlay)
 	}
+	if o.Underlay6.IsValid() {
+		o.Underlay6 = o.Underlay6.Masked()
+		if !o.Underlay.Addr().Is4() || !o.Underlay6.Addr().Is6() || o.Underlay6.Addr().Is4In6() {
+			return fmt.Errorf("underlay %s and %s: a dual-stack underlay is an IPv4 Underlay and an IPv6 Underlay6", o.Underlay, o.Underlay6)
+		}
+		if _, err := hostAddr(o.Underlay6, 2); err != nil {
+			return fmt.Errorf("underlay %s: too small for two hosts", o.Underlay6)
+		}
+	}
 	if o.MTU < 1280 || o.MTU > 65535 {
 		return fmt.Errorf("underlay MTU %d: want 1280..65535", o.MTU)
 	}
@@ -99,9 +112,11 @@ type Lab struct {
 	r    *runner
 	ul   string // the underlay namespace
 
-	mu     sync.Mutex
-	hosts  []*Host
-	closed bool
+	mu        sync.Mutex
+	hosts     []*Host
+	mainHosts int // hosts on the main underlay (ul0)
+	segments  []*Segment
+	closed    bool
 }
 
 // New removes what a crashed lab with the same prefix left behind, then
@@ -134,6 +149,15 @@ func (l *Lab) UnderlayNS() string { return l.ul }
 
 // Underlay is the underlay network.
 func (l *Lab) Underlay() netip.Prefix { return l.opts.Underlay }
+
+// Underlay6 is the IPv6 underlay network of a dual-stack lab, or the
+// underlay of an IPv6 one; invalid in an IPv4 lab.
+func (l *Lab) Underlay6() netip.Prefix {
+	if l.opts.Underlay.Addr().Is6() {
+		return l.opts.Underlay
+	}
+	return l.opts.Underlay6
+}
 
 // MTU is the underlay MTU.
 func (l *Lab) MTU() int { return l.opts.MTU }

@@ -19,8 +19,13 @@ type Pod struct {
 	Addr    netip.Addr   // eth0's address
 	Subnet  netip.Prefix // the host's pod subnet the address is in
 	Gateway netip.Addr   // cni0's address in Subnet: subnet.1
-	HostDev string       // the host end of the pod's veth pair, on cni0
-	Host    *Host
+	// Addr6, Subnet6 and Gateway6 are a dual-stack pod's IPv6 address,
+	// subnet and gateway (PodConfig.Subnet6); invalid otherwise.
+	Addr6    netip.Addr
+	Subnet6  netip.Prefix
+	Gateway6 netip.Addr
+	HostDev  string // the host end of the pod's veth pair, on cni0
+	Host     *Host
 }
 
 // PodConfig describes a pod for AddPodConfig.
@@ -28,6 +33,11 @@ type PodConfig struct {
 	Subnet netip.Prefix // required: the host's pod subnet
 	Addr   netip.Addr   // optional: default the next free address from .2
 	MTU    int          // optional: default Options.PodMTU
+	// Subnet6, optional, an IPv6 subnet beside an IPv4 Subnet, makes
+	// the pod dual-stack, as flannel's CNI does in a dual-stack overlay:
+	// a second address, the next free one of Subnet6 from ::2, and a
+	// default IPv6 route via cni0's Subnet6::1.
+	Subnet6 netip.Prefix
 }
 
 // AddPod adds a pod with the next free address in subnet; see AddPodConfig.
@@ -37,7 +47,8 @@ func (h *Host) AddPod(name string, subnet netip.Prefix) (*Pod, error) {
 
 // AddPodConfig adds a pod: namespace <prefix>-<host>-<name>, a veth pair
 // from its eth0 to the host's bridge cni0. cni0 is made on first use, and
-// gets the address subnet.1 the first time a pod of subnet is added.
+// gets the address subnet.1 the first time a pod of subnet is added (and
+// subnet6::1 for a pod of Subnet6).
 func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 	if err := validPodName(name); err != nil {
 		return nil, fmt.Errorf("add pod: %w", err)
@@ -46,6 +57,15 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		return nil, fmt.Errorf("add pod %q: no subnet", name)
 	}
 	c.Subnet = c.Subnet.Masked()
+	if c.Subnet6.IsValid() {
+		c.Subnet6 = c.Subnet6.Masked()
+		if !c.Subnet.Addr().Is4() || !c.Subnet6.Addr().Is6() || c.Subnet6.Addr().Is4In6() {
+			return nil, fmt.Errorf("add pod %q: subnets %s and %s: a dual-stack pod has an IPv4 Subnet and an IPv6 Subnet6", name, c.Subnet, c.Subnet6)
+		}
+		if _, err := hostAddr(c.Subnet6, 2); err != nil {
+			return nil, fmt.Errorf("add pod %q: subnet %s: %w", name, c.Subnet6, err)
+		}
+	}
 	if c.MTU == 0 {
 		c.MTU = h.lab.opts.PodMTU
 	}
@@ -82,51 +102,64 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		}
 		h.bridge = true
 	}
-	sn := h.subnets[c.Subnet]
-	if sn == nil {
-		for s := range h.subnets {
-			if s.Overlaps(c.Subnet) {
-				return nil, fmt.Errorf("add pod %q: subnet %s overlaps %s on %s", name, c.Subnet, s, h.Name)
-			}
-		}
-		if err := l.r.all(addrAdd(h.NS, gw, c.Subnet.Bits(), PodBridge)); err != nil {
-			return nil, fmt.Errorf("add pod %q on %s: %w", name, h.Name, err)
-		}
-		sn = &podSubnet{used: map[netip.Addr]bool{gw: true}}
-		h.subnets[c.Subnet] = sn
+	sn, err := h.podSubnet(c.Subnet, name)
+	if err != nil {
+		return nil, err
 	}
 	addr, err := sn.pick(c.Subnet, c.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("add pod %q: %w", name, err)
 	}
+	var sn6 *podSubnet
+	var addr6, gw6 netip.Addr
+	if c.Subnet6.IsValid() {
+		if sn6, err = h.podSubnet(c.Subnet6, name); err != nil {
+			return nil, err
+		}
+		if addr6, err = sn6.pick(c.Subnet6, netip.Addr{}); err != nil {
+			return nil, fmt.Errorf("add pod %q: %w", name, err)
+		}
+		gw6, _ = hostAddr(c.Subnet6, 1)
+	}
 
 	p := &Pod{
-		Name:    name,
-		NS:      h.NS + "-" + name,
-		Addr:    addr,
-		Subnet:  c.Subnet,
-		Gateway: gw,
-		HostDev: "v-" + name,
-		Host:    h,
+		Name:     name,
+		NS:       h.NS + "-" + name,
+		Addr:     addr,
+		Subnet:   c.Subnet,
+		Gateway:  gw,
+		Addr6:    addr6,
+		Subnet6:  c.Subnet6,
+		Gateway6: gw6,
+		HostDev:  "v-" + name,
+		Host:     h,
 	}
 	if len(p.HostDev) > 15 { // IFNAMSIZ-1
 		p.HostDev = "vp" + strconv.Itoa(len(h.pods)+1)
 	}
 	mtu := strconv.Itoa(c.MTU)
-	route := []string{"ip", "-n", p.NS, "route", "add", "default", "via", gw.String()}
-	if gw.Is6() {
-		route = []string{"ip", "-n", p.NS, "-6", "route", "add", "default", "via", gw.String()}
+	route := func(gw netip.Addr) []string {
+		if gw.Is6() {
+			return []string{"ip", "-n", p.NS, "-6", "route", "add", "default", "via", gw.String()}
+		}
+		return []string{"ip", "-n", p.NS, "route", "add", "default", "via", gw.String()}
 	}
-	err = l.r.all(
-		[]string{"ip", "netns", "add", p.NS},
-		[]string{"ip", "-n", p.NS, "link", "set", "lo", "up"},
-		[]string{"ip", "-n", p.NS, "link", "add", UnderlayDev, "mtu", mtu, "type", "veth",
+	cmds := [][]string{
+		{"ip", "netns", "add", p.NS},
+		{"ip", "-n", p.NS, "link", "set", "lo", "up"},
+		{"ip", "-n", p.NS, "link", "add", UnderlayDev, "mtu", mtu, "type", "veth",
 			"peer", "name", p.HostDev, "mtu", mtu, "netns", h.NS},
-		[]string{"ip", "-n", h.NS, "link", "set", p.HostDev, "master", PodBridge, "up"},
+		{"ip", "-n", h.NS, "link", "set", p.HostDev, "master", PodBridge, "up"},
 		addrAdd(p.NS, addr, c.Subnet.Bits(), UnderlayDev),
-		[]string{"ip", "-n", p.NS, "link", "set", UnderlayDev, "up"},
-		route,
-	)
+	}
+	if addr6.IsValid() {
+		cmds = append(cmds, addrAdd(p.NS, addr6, c.Subnet6.Bits(), UnderlayDev))
+	}
+	cmds = append(cmds, []string{"ip", "-n", p.NS, "link", "set", UnderlayDev, "up"}, route(gw))
+	if addr6.IsValid() {
+		cmds = append(cmds, route(gw6))
+	}
+	err = l.r.all(cmds...)
 	if err == nil {
 		err = l.r.waitForwarding(h.NS, p.HostDev)
 	}
@@ -134,8 +167,31 @@ func (h *Host) AddPodConfig(name string, c PodConfig) (*Pod, error) {
 		return nil, errors.Join(fmt.Errorf("add pod %q on %s: %w", name, h.Name, err), l.delNS(p.NS))
 	}
 	sn.used[addr] = true
+	if sn6 != nil {
+		sn6.used[addr6] = true
+	}
 	h.pods = append(h.pods, p)
 	return p, nil
+}
+
+// podSubnet returns the host's record of a pod subnet on cni0, giving
+// cni0 the subnet's first address when it is new. h.mu is held.
+func (h *Host) podSubnet(subnet netip.Prefix, pod string) (*podSubnet, error) {
+	if sn := h.subnets[subnet]; sn != nil {
+		return sn, nil
+	}
+	for s := range h.subnets {
+		if s.Overlaps(subnet) {
+			return nil, fmt.Errorf("add pod %q: subnet %s overlaps %s on %s", pod, subnet, s, h.Name)
+		}
+	}
+	gw, _ := hostAddr(subnet, 1)
+	if err := h.lab.r.all(addrAdd(h.NS, gw, subnet.Bits(), PodBridge)); err != nil {
+		return nil, fmt.Errorf("add pod %q on %s: %w", pod, h.Name, err)
+	}
+	sn := &podSubnet{used: map[netip.Addr]bool{gw: true}}
+	h.subnets[subnet] = sn
+	return sn, nil
 }
 
 // pick returns want if it is a free host address of subnet, or, if want

@@ -111,6 +111,9 @@ func TestValidation(t *testing.T) {
 		{Underlay: netip.MustParsePrefix("10.0.0.0/31")},
 		{MTU: 100},
 		{MTU: 1500, PodMTU: 10},
+		{Underlay: netip.MustParsePrefix("fd00::/64"), Underlay6: netip.MustParsePrefix("fd01::/64")},
+		{Underlay6: netip.MustParsePrefix("10.1.0.0/24")},
+		{Underlay6: netip.MustParsePrefix("fd00::/127")},
 	} {
 		if _, err := New(o); err == nil {
 			t.Errorf("New(%+v) accepted", o)

@@ -24,7 +24,11 @@ type NodeOptions struct {
 	Etcd   string   // an etcd endpoint reachable from the host's namespace (unix:// works from any)
 	Dir    string   // the node's state directory; subnet.env and the log go in it too
 	Args   []string // more flags for `vxrouter run`
-	Env    []string // more environment for it, "KEY=value" (NOTIFY_SOCKET, VXROUTER_...)
+	Env    []string // KEY=VALUE added to the caller's environment, e.g. another PATH
+	// Underlay is the flags that choose the underlay interface (--iface,
+	// --iface-regex, --iface-can-reach, --public-ip); default
+	// "--iface eth0".
+	Underlay []string
 	// Detach starts the node in a session of its own, so a terminal's
 	// Ctrl-C or hangup reaches only the caller, which stops it in order,
 	// and a node can outlive the caller (`vxrouter demo --keep`).
@@ -40,15 +44,16 @@ type Node struct {
 	// AdminSocket is the node's admin endpoint (see Counters and Peers).
 	AdminSocket string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // set before done closes
-	once sync.Once
+	cmd     *exec.Cmd
+	started time.Time // just before the process started
+	done    chan struct{}
+	err     error // set before done closes
+	once    sync.Once
 }
 
 // StartVXRouter starts `vxrouter run` in the host's namespace, with the
-// host's eth0 as underlay, and returns at once; WaitSubnet tells when it
-// is up.
+// host's eth0 as underlay unless o.Underlay says otherwise, and returns
+// at once; WaitSubnet tells when it is up.
 func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -65,13 +70,17 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"netns", "exec", h.NS, o.Binary, "run",
-		"--etcd-endpoints", o.Etcd,
-		"--iface", "eth0",
+	underlay := o.Underlay
+	if underlay == nil {
+		underlay = []string{"--iface", UnderlayDev}
+	}
+	args := []string{"netns", "exec", h.NS, o.Binary, "run", "--etcd-endpoints", o.Etcd}
+	args = append(args, underlay...)
+	args = append(args,
 		"--state-dir", o.Dir,
 		"--subnet-file", n.SubnetFile,
 		"--admin-socket", n.AdminSocket,
-	}
+	)
 	args = append(args, o.Args...)
 	n.cmd = exec.Command("ip", args...)
 	if len(o.Env) > 0 {
@@ -81,6 +90,7 @@ func (h *Host) StartVXRouter(o NodeOptions) (*Node, error) {
 	if o.Detach {
 		n.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
+	n.started = time.Now()
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start vxrouter in %s: %w", h.NS, err)
@@ -100,13 +110,17 @@ func (n *Node) Pid() int { return n.cmd.Process.Pid }
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // WaitSubnet waits until the node has written its subnet.env, and returns
-// it. It fails early, with the node's log, if the process exits.
+// it. It fails early, with the node's log, if the process exits. A file
+// from before the node started (a restart in the same directory) does not
+// count: the node writes its own once it is up.
 func (n *Node) WaitSubnet(ctx context.Context) (lease.SubnetEnv, error) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if env, err := lease.ReadSubnetEnv(n.SubnetFile); err == nil {
-			return env, nil
+		if fi, err := os.Stat(n.SubnetFile); err == nil && !fi.ModTime().Before(n.started) {
+			if env, err := lease.ReadSubnetEnv(n.SubnetFile); err == nil {
+				return env, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -159,6 +173,7 @@ type NodePeer struct {
 	Port        uint16 `json:"port"`
 	VtepMAC     string `json:"vtep_mac"`
 	PartialCsum bool   `json:"partial_checksums"`
+	DirectRoute string `json:"direct_route"` // the via address of its direct route, if any
 }
 
 // Peers asks the node's admin endpoint for its route table.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -31,22 +32,38 @@ const cleanupTimeout = 5 * time.Second
 
 // Acquire takes a subnet for attrs, for ttl (DefaultTTL if ttl <= 0), in
 // this order:
-//  1. a key whose PublicIP is attrs.PublicIP: a reservation (no etcd lease)
-//     keeps being a reservation and gets its value refreshed; a leased key
-//     is moved to a fresh etcd lease with the new value. Both writes are
-//     transactions on the key's mod revision. Such a lease outside cfg's
-//     range is deleted (flannel does the same; a reservation is left alone),
-//     its etcd lease revoked unless something else is on it, and its
-//     subnet counts as free in the steps below.
+//  1. a key whose owner (Attrs.Owner: PublicIP, or PublicIPv6 for an
+//     IPv6-only node) is attrs': a reservation (no etcd lease) keeps
+//     being a reservation and gets its value refreshed; a leased key is
+//     moved to a fresh etcd lease with the new value. Both writes are
+//     transactions on the key's mod revision. Such a lease that does not
+//     fit cfg (Config.Fits: outside its range, or without a subnet of a
+//     family cfg carries, or with one of a family it does not) is deleted
+//     (flannel does the same; a reservation is left alone), its etcd lease
+//     revoked unless something else is on it, and its subnets count as
+//     free in the steps below.
 //  2. previous (e.g. from subnet.env), if cfg contains it and it is free;
 //  3. a random free subnet in SubnetMin..SubnetMax.
 //
-// A new key is created in a transaction that succeeds only if the key does
-// not exist, attached to a fresh etcd lease. A lost race lists again and
-// retries. When no subnet is free the error wraps ErrNoFreeSubnet and
-// nothing is written.
+// In a dual-stack overlay steps 2 and 3 pick an IPv4 and an IPv6 subnet
+// each on its own, and the key holds both, as flannel's does. A new key is
+// created in a transaction that succeeds only if the key does not exist,
+// attached to a fresh etcd lease. A lost race lists again and retries.
+// When no subnet is free the error wraps ErrNoFreeSubnet and nothing is
+// written. attrs must carry what cfg's families need (a PublicIP for
+// IPv4; a PublicIPv6 and BackendV6Data for IPv6; no PublicIP in an
+// IPv6-only overlay).
 func (r *Registry) Acquire(ctx context.Context, cfg *Config, attrs Attrs, previous netip.Prefix, ttl time.Duration) (*Lease, error) {
+	return r.AcquireSubnets(ctx, cfg, attrs, []netip.Prefix{previous}, ttl)
+}
+
+// AcquireSubnets is Acquire with the subnets held before in each family
+// (subnet.env has both in a dual-stack overlay); invalid ones are left out.
+func (r *Registry) AcquireSubnets(ctx context.Context, cfg *Config, attrs Attrs, previous []netip.Prefix, ttl time.Duration) (*Lease, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("acquire subnet: %w", err)
+	}
+	if err := cfg.checkAttrs(attrs); err != nil {
 		return nil, fmt.Errorf("acquire subnet: %w", err)
 	}
 	value, err := attrs.MarshalJSON()
@@ -65,10 +82,37 @@ func (r *Registry) Acquire(ctx context.Context, cfg *Config, attrs Attrs, previo
 		}
 		return l, err
 	}
-	return nil, fmt.Errorf("acquire subnet in %s: lost the race for a free subnet %d times in a row (many nodes starting at once?); try again", cfg.Network, maxAcquireAttempts)
+	return nil, fmt.Errorf("acquire subnet in %s: lost the race for a free subnet %d times in a row (many nodes starting at once?); try again", cfg.networks(), maxAcquireAttempts)
 }
 
-func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, value string, previous netip.Prefix, ttlSec int64) (*Lease, error) {
+// checkAttrs says what attrs lack for a lease in cfg's families.
+func (c *Config) checkAttrs(a Attrs) error {
+	switch {
+	case c.IPv4Enabled() && !a.PublicIP.IsValid():
+		return fmt.Errorf("the overlay carries IPv4 (Network %s), but the lease has no PublicIP", c.Network)
+	case !c.IPv4Enabled() && a.PublicIP.IsValid():
+		return fmt.Errorf("the overlay is IPv6-only, but the lease has a PublicIP, %s", a.PublicIP)
+	case c.IPv6Enabled() && !a.PublicIPv6.IsValid():
+		return fmt.Errorf("the overlay carries IPv6 (IPv6Network %s), but the lease has no PublicIPv6", c.IPv6Network)
+	case c.IPv6Enabled() && a.BackendType == "vxlan" && a.BackendV6Data == nil:
+		return fmt.Errorf("the overlay carries IPv6 (IPv6Network %s), but the lease has no BackendV6Data", c.IPv6Network)
+	}
+	return nil
+}
+
+// networks names the config's networks, for messages: "10.5.0.0/16",
+// "10.5.0.0/16 and fd00:5::/48", "fd00:5::/48".
+func (c *Config) networks() string {
+	switch {
+	case !c.IPv6Enabled():
+		return c.Network.String()
+	case !c.IPv4Enabled():
+		return c.IPv6Network.String()
+	}
+	return c.Network.String() + " and " + c.IPv6Network.String()
+}
+
+func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, value string, previous []netip.Prefix, ttlSec int64) (*Lease, error) {
 	entries, _, err := r.list(ctx, func(string, error) {})
 	if err != nil {
 		return nil, fmt.Errorf("acquire subnet: %w", err)
@@ -79,17 +123,17 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, val
 	for _, wantReservation := range []bool{true, false} {
 		for i := range entries {
 			e := &entries[i]
-			if e.attrsErr != nil || !e.canonical || e.attrs.PublicIP != attrs.PublicIP || (e.leaseID == 0) != wantReservation {
+			if e.attrsErr != nil || !e.canonical || e.attrs.Owner() != attrs.Owner() || (e.leaseID == 0) != wantReservation {
 				continue
 			}
-			if cfg.Contains(e.subnet) {
+			if cfg.Fits(e.subnet, e.subnet6) {
 				return r.refresh(ctx, e, attrs, value, ttlSec)
 			}
 			if e.leaseID == 0 {
-				r.log.Warn("a reservation for our PublicIP is outside the config's subnets; ignoring it", "key", e.key, "network", cfg.Network, "subnetLen", cfg.SubnetLen)
+				r.log.Warn("a reservation for our PublicIP is outside the config's subnets; ignoring it", "key", e.key, "network", cfg.networks(), "subnetLen", cfg.SubnetLen)
 				continue
 			}
-			r.log.Info("deleting our lease that the config no longer contains", "key", e.key, "network", cfg.Network, "subnetLen", cfg.SubnetLen)
+			r.log.Info("deleting our lease that the config no longer contains", "key", e.key, "network", cfg.networks(), "subnetLen", cfg.SubnetLen)
 			if err := r.deleteLeased(ctx, e); err != nil {
 				return nil, err
 			}
@@ -98,28 +142,71 @@ func (r *Registry) tryAcquire(ctx context.Context, cfg *Config, attrs Attrs, val
 	}
 	entries = slices.DeleteFunc(entries, func(e entry) bool { return slices.Contains(deleted, e.key) })
 
-	taken := takenIndexes(cfg, entries)
+	// 2 and 3, in each family the config carries.
+	want := &Lease{}
+	for _, fam := range []struct {
+		pool  pool
+		parts []netip.Prefix
+		out   *netip.Prefix
+	}{
+		{cfg.pool4(), entryParts(entries, false), &want.Subnet},
+		{cfg.pool6(), entryParts(entries, true), &want.IPv6Subnet},
+	} {
+		if !fam.pool.min.IsValid() {
+			continue
+		}
+		subnet, err := r.pick(cfg, fam.pool, fam.parts, previous)
+		if err != nil {
+			return nil, err
+		}
+		*fam.out = subnet
+	}
+	return r.create(ctx, want, attrs, value, ttlSec)
+}
 
-	// 2. The subnet we had before.
-	if previous.IsValid() {
-		switch {
-		case !cfg.Contains(previous):
-			r.log.Info("previous subnet does not fit the config; ignoring it", "previous", previous, "network", cfg.Network, "subnetLen", cfg.SubnetLen, "min", cfg.SubnetMin, "max", cfg.SubnetMax)
-		case taken.has(cfg.index(previous)):
-			r.log.Info("previous subnet is taken; picking another", "previous", previous)
-		default:
-			return r.create(ctx, previous, attrs, value, ttlSec)
+// entryParts are the entries' subnets of one family, every key's, even
+// one whose value does not parse: creating its key would fail anyway.
+func entryParts(entries []entry, v6 bool) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(entries))
+	for i := range entries {
+		p := entries[i].subnet
+		if v6 {
+			p = entries[i].subnet6
+		}
+		if p.IsValid() {
+			out = append(out, p)
 		}
 	}
+	return out
+}
 
-	// 3. A random free one.
-	total := cfg.count()
+// pick returns the previous subnet of p's family if p holds it and no key
+// overlaps it, else a random free one of p.
+func (r *Registry) pick(cfg *Config, p pool, parts []netip.Prefix, previous []netip.Prefix) (netip.Prefix, error) {
+	for _, prev := range previous {
+		if !prev.IsValid() || prev.Addr().Is4() != p.min.Is4() {
+			continue
+		}
+		switch {
+		case !p.contains(prev):
+			r.log.Info("previous subnet does not fit the config; ignoring it", "previous", prev, "network", cfg.networks(), "subnetLen", p.bits, "min", p.min, "max", p.max)
+		case slices.ContainsFunc(parts, prev.Overlaps):
+			r.log.Info("previous subnet is taken; picking another", "previous", prev)
+		default:
+			return prev, nil
+		}
+	}
+	taken := p.taken(parts)
+	total := p.count()
 	free := total - taken.count()
 	if free == 0 {
-		return nil, fmt.Errorf("%w in %s (%s..%s, %d taken)", ErrNoFreeSubnet, cfg.Network, cfg.SubnetMin, cfg.SubnetMax, total)
+		network := cfg.Network
+		if !p.min.Is4() {
+			network = cfg.IPv6Network
+		}
+		return netip.Prefix{}, fmt.Errorf("%w in %s (%s..%s, %d taken)", ErrNoFreeSubnet, network, p.min, p.max, total)
 	}
-	subnet := cfg.subnetAt(taken.nthFree(rand.Uint64N(free)))
-	return r.create(ctx, subnet, attrs, value, ttlSec)
+	return p.at(taken.nthFree(rand.Uint64N(free))), nil
 }
 
 // refresh writes our value over our own key e: a reservation stays one, a
@@ -134,38 +221,50 @@ func (r *Registry) refresh(ctx context.Context, e *entry, attrs Attrs, value str
 		if !resp.Succeeded {
 			return nil, fmt.Errorf("refresh reservation %s: %w", e.key, errRace)
 		}
-		r.log.Info("using our reservation", "subnet", e.subnet)
-		return &Lease{Subnet: e.subnet, Attrs: attrs}, nil
+		r.log.Info("using our reservation", "key", e.key)
+		return &Lease{Subnet: e.subnet, IPv6Subnet: e.subnet6, Attrs: attrs}, nil
 	}
-	l, err := r.putOnNewLease(ctx, "refresh lease", same, e.subnet, attrs, value, ttlSec)
+	l, err := r.putOnNewLease(ctx, "refresh lease", same, &Lease{Subnet: e.subnet, IPv6Subnet: e.subnet6}, attrs, value, ttlSec)
 	if err != nil {
 		return nil, err
 	}
 	// The old etcd lease now holds nothing of ours; drop it rather than
 	// leave it for a day in `etcdctl lease list`.
 	r.revokeIfEmpty(ctx, e.leaseID)
-	r.log.Info("reusing our lease", "subnet", e.subnet)
+	r.log.Info("reusing our lease", "key", e.key)
 	return l, nil
 }
 
-// create takes subnet if nobody has it.
-func (r *Registry) create(ctx context.Context, subnet netip.Prefix, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
-	absent := clientv3.Compare(clientv3.CreateRevision(r.Key(subnet)), "=", 0)
-	l, err := r.putOnNewLease(ctx, "create", absent, subnet, attrs, value, ttlSec)
+// create takes want's subnets if nobody has their key.
+func (r *Registry) create(ctx context.Context, want *Lease, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
+	absent := clientv3.Compare(clientv3.CreateRevision(r.LeaseKey(want)), "=", 0)
+	l, err := r.putOnNewLease(ctx, "create", absent, want, attrs, value, ttlSec)
 	if err != nil {
 		return nil, err
 	}
-	r.log.Info("acquired subnet", "subnet", subnet, "lease", fmt.Sprintf("%x", int64(l.LeaseID)), "ttl", time.Until(l.Expiration).Round(time.Second))
+	r.log.Info("acquired subnet", subnetsAttr(l), "lease", fmt.Sprintf("%x", int64(l.LeaseID)), "ttl", time.Until(l.Expiration).Round(time.Second))
 	return l, nil
 }
 
+// subnetsAttr logs a lease's subnets as "subnet", and "ipv6-subnet" when
+// it has one.
+func subnetsAttr(l *Lease) slog.Attr {
+	switch {
+	case !l.IPv6Subnet.IsValid():
+		return slog.Any("subnet", l.Subnet)
+	case !l.Subnet.IsValid():
+		return slog.Any("ipv6-subnet", l.IPv6Subnet)
+	}
+	return slog.Group("", slog.Any("subnet", l.Subnet), slog.Any("ipv6-subnet", l.IPv6Subnet))
+}
+
 // putOnNewLease grants an etcd lease of ttlSec and, if cond holds, puts
-// value at subnet's key on it. On any failure the new etcd lease is revoked
-// so none is left holding nothing; a false cond is errRace. op names the
-// write in errors. The key is r.Key(subnet): Acquire only writes canonical
-// keys.
-func (r *Registry) putOnNewLease(ctx context.Context, op string, cond clientv3.Cmp, subnet netip.Prefix, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
-	key := r.Key(subnet)
+// value at the key of want's subnets on it. On any failure the new etcd
+// lease is revoked so none is left holding nothing; a false cond is
+// errRace. op names the write in errors. The key is r.LeaseKey(want):
+// Acquire only writes canonical keys.
+func (r *Registry) putOnNewLease(ctx context.Context, op string, cond clientv3.Cmp, want *Lease, attrs Attrs, value string, ttlSec int64) (*Lease, error) {
+	key := r.LeaseKey(want)
 	g, err := r.cli.Grant(ctx, ttlSec)
 	if err != nil {
 		return nil, fmt.Errorf("grant etcd lease: %w", err)
@@ -178,7 +277,7 @@ func (r *Registry) putOnNewLease(ctx context.Context, op string, cond clientv3.C
 		r.revoke(ctx, g.ID)
 		return nil, fmt.Errorf("%s %s: %w", op, key, err)
 	}
-	return &Lease{Subnet: subnet, Attrs: attrs, LeaseID: g.ID, Expiration: time.Now().Add(time.Duration(g.TTL) * time.Second)}, nil
+	return &Lease{Subnet: want.Subnet, IPv6Subnet: want.IPv6Subnet, Attrs: attrs, LeaseID: g.ID, Expiration: time.Now().Add(time.Duration(g.TTL) * time.Second)}, nil
 }
 
 // deleteLeased deletes our leased key e if it is unchanged since it was
@@ -220,54 +319,9 @@ func (r *Registry) revokeIfEmpty(ctx context.Context, id clientv3.LeaseID) {
 	r.revoke(ctx, id)
 }
 
-// index is the position of subnet counting from SubnetMin; subnet must be
-// one cfg contains.
-func (c *Config) index(subnet netip.Prefix) uint64 {
-	return uint64(u32(subnet.Addr())-u32(c.SubnetMin)) / uint64(subnetSize(c.SubnetLen))
-}
-
 // indexRanges is a sorted list of disjoint, inclusive ranges of subnet
-// indexes.
+// indexes (see pool.taken).
 type indexRanges [][2]uint64
-
-// takenIndexes returns which of cfg's subnets overlap a key. Every key
-// counts, even one whose value does not parse, because creating its key
-// would fail anyway; keys of another SubnetLen (an older config) block
-// every subnet they overlap.
-func takenIndexes(cfg *Config, entries []entry) indexRanges {
-	size := uint64(subnetSize(cfg.SubnetLen))
-	lo := uint64(u32(cfg.SubnetMin))
-	hi := uint64(u32(cfg.SubnetMax)) + size - 1
-	var rs indexRanges
-	for i := range entries {
-		p := entries[i].subnet
-		a := uint64(u32(p.Addr()))
-		b := a + (uint64(1) << (32 - p.Bits())) - 1
-		if b < lo || a > hi {
-			continue
-		}
-		a, b = max(a, lo), min(b, hi)
-		rs = append(rs, [2]uint64{(a - lo) / size, (b - lo) / size})
-	}
-	slices.SortFunc(rs, func(x, y [2]uint64) int {
-		switch {
-		case x[0] < y[0]:
-			return -1
-		case x[0] > y[0]:
-			return 1
-		}
-		return 0
-	})
-	merged := rs[:0]
-	for _, x := range rs {
-		if n := len(merged); n > 0 && x[0] <= merged[n-1][1]+1 {
-			merged[n-1][1] = max(merged[n-1][1], x[1])
-			continue
-		}
-		merged = append(merged, x)
-	}
-	return merged
-}
 
 func (rs indexRanges) count() uint64 {
 	var n uint64

@@ -17,6 +17,9 @@ func TestSubnetKey(t *testing.T) {
 		{"10.5.0.16/28", "10.5.0.16-28"},
 		{"0.0.0.0/0", "0.0.0.0-0"},
 		{"10.1.2.3/32", "10.1.2.3-32"},
+		{"fd00:12:13::/64", "fd00:12:13::-64"},
+		{"fc00::/7", "fc00::-7"},
+		{"2001:db8:0:1:2::/80", "2001:db8:0:1:2::-80"},
 	} {
 		p := netip.MustParsePrefix(tc.p)
 		if got := SubnetKey(p); got != tc.key {
@@ -29,7 +32,8 @@ func TestSubnetKey(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"", "-", "172.16.57.0", "172.16.57.0-", "172.16.57.0/24", "172.16.57.1-24", "172.16.57.0-33",
-		"172.16.57.0--24", "172.16.57.0-+24", "172.16.57.0-024", "172.016.57.0-24", "fc00::-64",
+		"172.16.57.0--24", "172.16.57.0-+24", "172.16.57.0-024", "172.016.57.0-24", "fc00:0::-64", "FC00::-64",
+		"fc00::1-64", "fc00::-129", "fc00::-+64", "fe80::%eth0-64",
 		"::ffff:172.16.57.0-120", "172.16.57.0-24&fc00::-64", " 172.16.57.0-24", "172.16.57.0-24 ",
 	} {
 		if p, err := ParseSubnetKey(bad); err == nil {
@@ -38,15 +42,61 @@ func TestSubnetKey(t *testing.T) {
 	}
 }
 
+func TestKeyNames(t *testing.T) {
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		v4, v6 string
+		name   string
+	}{
+		{"10.5.52.0/24", "", "10.5.52.0-24"},
+		{"10.5.52.0/24", "fd00:12:13::/64", "10.5.52.0-24&fd00:12:13::-64"},
+		{"", "fd00:12:13::/64", "fd00:12:13::-64"},
+	} {
+		var v4, v6 netip.Prefix
+		if tc.v4 != "" {
+			v4 = p(tc.v4)
+		}
+		if tc.v6 != "" {
+			v6 = p(tc.v6)
+		}
+		if got := KeyName(v4, v6); got != tc.name {
+			t.Errorf("KeyName(%s, %s) = %q, want %q", tc.v4, tc.v6, got, tc.name)
+		}
+		g4, g6, err := ParseKeyName(tc.name)
+		if err != nil || g4 != v4 || g6 != v6 {
+			t.Errorf("ParseKeyName(%q) = %v, %v, %v", tc.name, g4, g6, err)
+		}
+		g4, g6, canonical, err := parseKeyName(tc.name)
+		if err != nil || g4 != v4 || g6 != v6 || !canonical {
+			t.Errorf("parseKeyName(%q) = %v, %v, %v, %v", tc.name, g4, g6, canonical, err)
+		}
+	}
+}
+
+// Keys flannel's parser takes but writes otherwise: read, marked not
+// canonical, never written to. Garbage in either part is an error, so
+// the key is skipped with a warning.
 func TestParseKeyNameDualStack(t *testing.T) {
-	p, canonical, err := parseKeyName("10.5.1.0-24&fc00:0:0:1::-64")
-	if err != nil || canonical || p != netip.MustParsePrefix("10.5.1.0/24") {
-		t.Fatalf("parseKeyName(dual-stack) = %v, %v, %v; want 10.5.1.0/24, not canonical", p, canonical, err)
+	v4, v6, canonical, err := parseKeyName("10.5.1.0-24&fc00:0:0:1:0::-64")
+	if err != nil || canonical || v4 != netip.MustParsePrefix("10.5.1.0/24") || v6 != netip.MustParsePrefix("fc00:0:0:1::/64") {
+		t.Fatalf("parseKeyName(dual-stack, long form) = %v, %v, %v, %v; want 10.5.1.0/24, fc00:0:0:1::/64, not canonical", v4, v6, canonical, err)
 	}
-	if _, _, err := parseKeyName("10.5.1.0-24&zz-64"); err == nil {
-		t.Fatal("parseKeyName accepted a bad IPv6 part")
+	if _, _, err := ParseKeyName("10.5.1.0-24&fc00:0:0:1:0::-64"); err == nil {
+		t.Fatal("ParseKeyName accepted a key that is not canonical")
 	}
-	if _, canonical, err := parseKeyName("10.5.1.0-24"); err != nil || !canonical {
+	if _, v6, canonical, err := parseKeyName("fc00:0:0:1::-064"); err != nil || canonical || v6.Bits() != 64 {
+		t.Fatalf("parseKeyName(IPv6-only, long form) = %v, %v, %v", v6, canonical, err)
+	}
+	for _, bad := range []string{
+		"10.5.1.0-24&zz-64", "10.5.1.0-24&fc00::1-64", "10.5.1.0-24&fc00::-129", "10.5.1.0-24&10.5.2.0-24",
+		"10.5.1.0-24&", "10.5.1.0-24&fc00::", "fc00::-64&10.5.1.0-24", "fc00::-64&fc01::-64", "10.5.1.00-24&fc00::-64",
+		"10.5.1.0-24&fc00::-64&fc01::-64", "10.5.1.0-24&::ffff:10.5.1.0-120", "10.5.1.0-24&fe80::%eth0-64", "fc00::1-64", "&",
+	} {
+		if a, b, _, err := parseKeyName(bad); err == nil {
+			t.Errorf("parseKeyName(%q) = %v, %v; want an error", bad, a, b)
+		}
+	}
+	if _, _, canonical, err := parseKeyName("10.5.1.0-24"); err != nil || !canonical {
 		t.Fatalf("parseKeyName(canonical) = %v, %v", canonical, err)
 	}
 }

@@ -22,10 +22,14 @@ const (
 	DefaultPort = 8472
 
 	maxVNI = 1<<24 - 1
-	// MinMTU is the smallest overlay MTU, in the config's Backend.MTU
-	// and as a node works it out from its underlay. IPv4 allows 68, but
+	// MinMTU is the smallest overlay MTU a node runs with, whether it
+	// comes from Backend.MTU or from the underlay. IPv4 allows 68, but
 	// every host must take 576-byte datagrams (RFC 791).
 	MinMTU = 576
+	// BackendMTUOverhead is what flannel takes off Backend.MTU for the
+	// overlay: Backend.MTU stands in for the underlay's MTU, and VXLAN
+	// over IPv4 costs 50 bytes of it.
+	BackendMTUOverhead = 50
 )
 
 // Backend is the "Backend" object of flannel's config.
@@ -33,29 +37,46 @@ type Backend struct {
 	Type string // "vxlan"
 	VNI  int    // default 1
 	Port int    // default 8472
-	MTU  int    // 0 = derive from underlay
+	// MTU stands in for the underlay interface's MTU, as in flannel: the
+	// overlay's MTU (the TUN device's, FLANNEL_MTU) is MTU -
+	// BackendMTUOverhead. 0 = the underlay interface's.
+	MTU int
+	// DirectRouting routes to a peer whose public IP is on-link (the
+	// kernel reaches it without a gateway) straight through the
+	// underlay, without VXLAN, as flannel's vxlan backend does.
+	DirectRouting bool
 }
 
-// Config is flannel's network config, stored at <prefix>/config.
+// Config is flannel's network config, stored at <prefix>/config. A
+// family the config leaves off (EnableIPv4 false, EnableIPv6 not true) has
+// an invalid Network or IPv6Network and zero bounds; see config6.go.
 type Config struct {
-	Network   netip.Prefix
-	SubnetLen int        // default 24, or Network.Bits()+2 for networks smaller than /22
-	SubnetMin netip.Addr // default: second subnet
-	SubnetMax netip.Addr // default: last subnet
-	Backend   Backend
+	Network   netip.Prefix // IPv4; invalid with "EnableIPv4":false
+	SubnetLen int          // default 24, or Network.Bits()+2 for networks smaller than /22
+	SubnetMin netip.Addr   // default: second subnet
+	SubnetMax netip.Addr   // default: last subnet
+	IPv6Config
+	Backend Backend
+	// EnableNFTables makes --ip-masq write its rules with nftables
+	// instead of iptables, as in flannel.
+	EnableNFTables bool
 }
 
-// configJSON mirrors flannel's field names. Pointers tell "absent" from
-// zero, because flannel's defaults apply only to absent fields (an explicit
-// "VNI":0 is VNI 0). Fields flannel has and vxrouter does not use
-// (EnableIPv6, IPv6Network, Backend.GBP, ...) are ignored by encoding/json.
+// configJSON mirrors flannel's field names (encoding/json matches them
+// without regard to case, as it does for flannel). Pointers tell "absent"
+// from zero, because flannel's defaults apply only to absent fields (an
+// explicit "VNI":0 is VNI 0). Fields vxrouter does not know are ignored,
+// as flannel ignores the ones it does not know; backendJSON lists the
+// vxlan options flannel has and vxrouter does not do, to refuse them.
 type configJSON struct {
 	EnableIPv4 *bool
 	Network    *string
 	SubnetLen  *int
 	SubnetMin  *string
 	SubnetMax  *string
-	Backend    *backendJSON
+	ipv6ConfigJSON
+	Backend        *backendJSON
+	EnableNFTables bool
 }
 
 type backendJSON struct {
@@ -63,6 +84,31 @@ type backendJSON struct {
 	VNI  *int
 	Port *int
 	MTU  *int
+
+	// Plain bools, as in flannel's VXLANConfig, so that even odd JSON
+	// ("GBP":true,"GBP":null) reads as flannel reads it.
+	DirectRouting bool
+
+	// Options of flannel's vxlan backend on Linux that change what the
+	// kernel's vxlan device does, which vxrouter does not do: refused
+	// when turned on, so an overlay never runs half of what its config
+	// says. (MacPrefix and Name are flannel's Windows-only options, which
+	// flannel on Linux ignores: so does vxrouter.)
+	GBP      bool
+	Learning bool
+}
+
+// unsupported names the options of b that ask for what vxrouter does not
+// do, each with why.
+func (b *backendJSON) unsupported() []string {
+	var out []string
+	if b.GBP {
+		out = append(out, `"GBP":true (VXLAN Group Based Policy: vxrouter sends and accepts no policy IDs)`)
+	}
+	if b.Learning {
+		out = append(out, `"Learning":true (MAC learning on the vxlan device: vxrouter's peers come from etcd only)`)
+	}
+	return out
 }
 
 // ParseConfig parses flannel's <prefix>/config JSON, fills flannel's
@@ -73,61 +119,9 @@ func ParseConfig(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("config: not valid flannel config JSON: %w", err)
 	}
-	if j.EnableIPv4 != nil && !*j.EnableIPv4 {
-		return nil, errors.New(`config: EnableIPv4 is false, but vxrouter carries flannel's IPv4 Network only; remove "EnableIPv4":false`)
-	}
-	c := &Config{}
-
-	if j.Network == nil || *j.Network == "" {
-		return nil, errors.New(`config: Network is missing: set it to the overlay's IPv4 CIDR, e.g. "Network":"172.16.0.0/16"`)
-	}
-	network, err := netip.ParsePrefix(*j.Network)
-	if err != nil {
-		return nil, fmt.Errorf(`config: Network %q is not a CIDR (want e.g. "172.16.0.0/16")`, *j.Network)
-	}
-	if !network.Addr().Is4() {
-		return nil, fmt.Errorf("config: Network %q is not IPv4 (vxrouter carries flannel's IPv4 Network only)", *j.Network)
-	}
-	// flannel parses Network with net.ParseCIDR, which drops host bits; do
-	// the same so a config flannel accepts is accepted here.
-	c.Network = network.Masked()
-	bits := c.Network.Bits()
-
-	switch {
-	case j.SubnetLen == nil || *j.SubnetLen == 0:
-		// flannel's rule: a /24 per node when the network holds at least
-		// four of them, otherwise a quarter of the network.
-		switch {
-		case bits > 28:
-			return nil, fmt.Errorf("config: Network %s is too small: it must be /28 or larger to hold four subnets", c.Network)
-		case bits <= 22:
-			c.SubnetLen = 24
-		default:
-			c.SubnetLen = bits + 2
-		}
-	case *j.SubnetLen < 0:
-		return nil, fmt.Errorf("config: SubnetLen %d is negative (leave it out for the default)", *j.SubnetLen)
-	case *j.SubnetLen > 30:
-		return nil, fmt.Errorf("config: SubnetLen %d is longer than 30: each subnet needs room for a bridge and hosts", *j.SubnetLen)
-	case *j.SubnetLen < bits+2:
-		return nil, fmt.Errorf("config: SubnetLen %d is too short for Network %s: it must be at least %d so the network holds four subnets", *j.SubnetLen, c.Network, bits+2)
-	default:
-		c.SubnetLen = *j.SubnetLen
-	}
-
-	size := subnetSize(c.SubnetLen)
-	first := u32(c.Network.Addr())
-	last := first + uint32(uint64(1)<<(32-bits)-1)
-	c.SubnetMin = addr4(first + size)
-	c.SubnetMax = addr4(last - size + 1)
-	if c.SubnetMin, err = c.bound("SubnetMin", j.SubnetMin, c.SubnetMin); err != nil {
+	c := &Config{EnableNFTables: j.EnableNFTables}
+	if err := c.parseFamilies(&j); err != nil {
 		return nil, err
-	}
-	if c.SubnetMax, err = c.bound("SubnetMax", j.SubnetMax, c.SubnetMax); err != nil {
-		return nil, err
-	}
-	if c.SubnetMin.Compare(c.SubnetMax) > 0 {
-		return nil, fmt.Errorf("config: SubnetMin %s is above SubnetMax %s", c.SubnetMin, c.SubnetMax)
 	}
 
 	if j.Backend == nil {
@@ -157,10 +151,15 @@ func ParseConfig(b []byte) (*Config, error) {
 		c.Backend.Port = *be.Port
 	}
 	if be.MTU != nil && *be.MTU != 0 {
-		if *be.MTU < MinMTU || *be.MTU > 65535 {
-			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535 (leave it out or 0 to derive it from the underlay)", *be.MTU, MinMTU)
+		if *be.MTU < MinMTU+BackendMTUOverhead || *be.MTU > 65535 {
+			return nil, fmt.Errorf("config: Backend.MTU %d is out of range %d..65535: it is the underlay's MTU, the overlay gets %d less (leave it out or 0 to use the underlay interface's)",
+				*be.MTU, MinMTU+BackendMTUOverhead, BackendMTUOverhead)
 		}
 		c.Backend.MTU = *be.MTU
+	}
+	c.Backend.DirectRouting = be.DirectRouting
+	if u := be.unsupported(); len(u) > 0 {
+		return nil, fmt.Errorf("config: Backend asks for what vxrouter does not do: %s; remove it or set it false", strings.Join(u, ", "))
 	}
 	return c, nil
 }
@@ -212,29 +211,39 @@ func (c *Config) Validate() error {
 
 // MarshalJSON writes flannel's shape:
 // {"Network":"172.16.0.0/16","SubnetLen":24,"SubnetMin":"172.16.1.0","SubnetMax":"172.16.255.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}.
-// Zero SubnetLen, Port and MTU and invalid SubnetMin/SubnetMax are left
-// out, so readers apply their defaults; VNI is always written because 0 is
-// a valid VNI.
+// Zero SubnetLen, Port and MTU, a false DirectRouting and invalid
+// SubnetMin/SubnetMax are left out, so readers apply their defaults; VNI
+// is always written because 0 is a valid VNI.
 func (c *Config) MarshalJSON() ([]byte, error) {
-	if !c.Network.IsValid() {
-		return nil, errors.New("config: Network is not set")
+	if !c.IPv4Enabled() && !c.IPv6Enabled() {
+		return nil, errors.New("config: neither Network nor IPv6Network is set")
 	}
 	type backendOut struct {
 		Type string
 		VNI  int
 		Port int `json:",omitempty"`
 		MTU  int `json:",omitempty"`
+		// flannel's own spelling is "DirectRouting" in its documentation
+		// and "directRouting" in its struct tag; JSON matches either.
+		DirectRouting bool `json:",omitempty"`
 	}
 	out := struct {
-		Network   string
+		Network   string `json:",omitempty"`
 		SubnetLen int    `json:",omitempty"`
 		SubnetMin string `json:",omitempty"`
 		SubnetMax string `json:",omitempty"`
-		Backend   backendOut
+		ipv6ConfigOut
+		Backend backendOut
+		// Left out when false, as flannel's configs usually have it.
+		EnableNFTables bool `json:",omitempty"`
 	}{
-		Network:   c.Network.String(),
-		SubnetLen: c.SubnetLen,
-		Backend:   backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU},
+		SubnetLen:      c.SubnetLen,
+		ipv6ConfigOut:  c.ipv6Out(),
+		Backend:        backendOut{Type: c.Backend.Type, VNI: c.Backend.VNI, Port: c.Backend.Port, MTU: c.Backend.MTU, DirectRouting: c.Backend.DirectRouting},
+		EnableNFTables: c.EnableNFTables,
+	}
+	if c.Network.IsValid() {
+		out.Network = c.Network.String()
 	}
 	if c.SubnetMin.IsValid() {
 		out.SubnetMin = c.SubnetMin.String()
@@ -255,29 +264,31 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Contains reports whether subnet is one c hands out: IPv4, SubnetLen long,
-// aligned, and within SubnetMin..SubnetMax.
+// Contains reports whether subnet is one c hands out: of a family c
+// carries, SubnetLen (or IPv6SubnetLen) long, aligned, and within
+// SubnetMin..SubnetMax (or IPv6SubnetMin..IPv6SubnetMax).
 func (c *Config) Contains(subnet netip.Prefix) bool {
-	if !subnet.IsValid() || !subnet.Addr().Is4() || subnet.Bits() != c.SubnetLen || subnet.Masked() != subnet {
-		return false
-	}
-	a := subnet.Addr()
-	return c.SubnetMin.Compare(a) <= 0 && a.Compare(c.SubnetMax) <= 0
+	return c.poolOf(subnet).contains(subnet)
 }
 
 // SubnetCount is how many subnets the config hands out: one per node at
-// most.
-func (c *Config) SubnetCount() uint64 { return c.count() }
-
-// count is the number of subnets in SubnetMin..SubnetMax.
-func (c *Config) count() uint64 {
-	return uint64(u32(c.SubnetMax)-u32(c.SubnetMin))/uint64(subnetSize(c.SubnetLen)) + 1
+// most (in a dual-stack overlay, the smaller family's count; an IPv6
+// pool counts to 2^62 at most).
+func (c *Config) SubnetCount() uint64 {
+	n := uint64(maxPool)
+	for _, p := range []pool{c.pool4(), c.pool6()} {
+		if p.min.IsValid() {
+			n = min(n, p.count())
+		}
+	}
+	return n
 }
 
-// subnetAt is the i-th subnet counting from SubnetMin.
-func (c *Config) subnetAt(i uint64) netip.Prefix {
-	return netip.PrefixFrom(addr4(u32(c.SubnetMin)+uint32(i)*subnetSize(c.SubnetLen)), c.SubnetLen)
-}
+// count is the number of IPv4 subnets in SubnetMin..SubnetMax.
+func (c *Config) count() uint64 { return c.pool4().count() }
+
+// subnetAt is the i-th IPv4 subnet counting from SubnetMin.
+func (c *Config) subnetAt(i uint64) netip.Prefix { return c.pool4().at(i) }
 
 func subnetSize(bits int) uint32 { return uint32(uint64(1) << (32 - bits)) }
 

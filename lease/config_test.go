@@ -48,20 +48,22 @@ func TestParseConfigFlannelSamples(t *testing.T) {
 	}{
 		{
 			`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`,
-			Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.244.1.0"), SubnetMax: netip.MustParseAddr("10.244.255.0"), Backend: Backend{"vxlan", 1, 8472, 0}},
+			Config{Network: netip.MustParsePrefix("10.244.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.244.1.0"), SubnetMax: netip.MustParseAddr("10.244.255.0"), Backend: Backend{Type: "vxlan", VNI: 1, Port: 8472}},
 		},
 		{
 			`{"EnableIPv4": true, "EnableIPv6": true, "Network": "10.42.0.0/16", "IPv6Network": "2001:cafe:42::/56",
 			  "IPv6SubnetLen": 64, "SubnetLen": 24, "Backend": {"Type": "vxlan", "VNI": 4096, "Port": 4789, "GBP": false, "DirectRouting": true, "Learning": false, "MacPrefix": "0E:2A"}}`,
-			Config{Network: netip.MustParsePrefix("10.42.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.42.1.0"), SubnetMax: netip.MustParseAddr("10.42.255.0"), Backend: Backend{"vxlan", 4096, 4789, 0}},
+			Config{Network: netip.MustParsePrefix("10.42.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("10.42.1.0"), SubnetMax: netip.MustParseAddr("10.42.255.0"),
+				IPv6Config: IPv6Config{netip.MustParsePrefix("2001:cafe:42::/56"), 64, netip.MustParseAddr("2001:cafe:42:1::"), netip.MustParseAddr("2001:cafe:42:ff::")},
+				Backend:    Backend{Type: "vxlan", VNI: 4096, Port: 4789, DirectRouting: true}},
 		},
 		{
 			`{"Network":"172.16.0.0/16","SubnetLen":26,"SubnetMin":"172.16.1.0","SubnetMax":"172.16.10.192","Backend":{"Type":"vxlan","VNI":0,"Port":0,"MTU":1400}}`,
-			Config{Network: netip.MustParsePrefix("172.16.0.0/16"), SubnetLen: 26, SubnetMin: netip.MustParseAddr("172.16.1.0"), SubnetMax: netip.MustParseAddr("172.16.10.192"), Backend: Backend{"vxlan", 0, 8472, 1400}},
+			Config{Network: netip.MustParsePrefix("172.16.0.0/16"), SubnetLen: 26, SubnetMin: netip.MustParseAddr("172.16.1.0"), SubnetMax: netip.MustParseAddr("172.16.10.192"), Backend: Backend{Type: "vxlan", VNI: 0, Port: 8472, MTU: 1400}},
 		},
 		{
 			`{"Network":"172.16.0.0/16","Backend":{"Type":"VXLAN"},"Networks":[],"SubnetLeaseRenewMargin":60}`,
-			Config{Network: netip.MustParsePrefix("172.16.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("172.16.1.0"), SubnetMax: netip.MustParseAddr("172.16.255.0"), Backend: Backend{"vxlan", 1, 8472, 0}},
+			Config{Network: netip.MustParsePrefix("172.16.0.0/16"), SubnetLen: 24, SubnetMin: netip.MustParseAddr("172.16.1.0"), SubnetMax: netip.MustParseAddr("172.16.255.0"), Backend: Backend{Type: "vxlan", VNI: 1, Port: 8472}},
 		},
 	} {
 		c, err := ParseConfig([]byte(tc.js))
@@ -105,9 +107,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}`, `config: Backend.VNI -1 is out of range 0..16777215`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":65536}}`, `config: Backend.Port 65536 is out of range 1..65535`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","Port":-5}}`, `config: Backend.Port -5 is out of range 1..65535`},
-		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":20}}`, `config: Backend.MTU 20 is out of range 576..65535`},
-		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":575}}`, `config: Backend.MTU 575 is out of range 576..65535`},
-		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":65536}}`, `config: Backend.MTU 65536 is out of range 576..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":20}}`, `config: Backend.MTU 20 is out of range 626..65535: it is the underlay's MTU, the overlay gets 50 less`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":625}}`, `config: Backend.MTU 625 is out of range 626..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":65536}}`, `config: Backend.MTU 65536 is out of range 626..65535`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":true}}`, `config: Backend asks for what vxrouter does not do: "GBP":true (VXLAN Group Based Policy`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","learning":true}}`, `config: Backend asks for what vxrouter does not do: "Learning":true (MAC learning`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":true,"Learning":true,"DirectRouting":true}}`, `config: Backend asks for what vxrouter does not do: "GBP":true (VXLAN Group Based Policy: vxrouter sends and accepts no policy IDs), "Learning":true (MAC learning on the vxlan device: vxrouter's peers come from etcd only); remove it or set it false`},
+		// null leaves a bool as it was, in flannel's parse as here.
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":true,"gbp":null}}`, `config: Backend asks for what vxrouter does not do: "GBP":true`},
+		// flannel fails on these too: its json.Unmarshal wants a bool.
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"true"}}`, `config: not valid flannel config JSON`},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":1}}`, `config: not valid flannel config JSON`},
 		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","VNI":1.5}}`, `config: not valid flannel config JSON`},
 	} {
 		c, err := ParseConfig([]byte(tc.js))
@@ -146,8 +156,31 @@ func TestConfigMarshalRoundTrip(t *testing.T) {
 		t.Fatalf("round trip with VNI 0 and MTU = %+v, %v; want %+v", c2, err, c)
 	}
 
+	c.EnableNFTables = true
+	b, _ = c.MarshalJSON()
+	if want := `"EnableNFTables":true`; !strings.Contains(string(b), want) {
+		t.Fatalf("MarshalJSON = %s, want it to contain %s", b, want)
+	}
+	if c2, err := ParseConfig(b); err != nil || *c2 != *c {
+		t.Fatalf("round trip with EnableNFTables = %+v, %v; want %+v", c2, err, c)
+	}
+
 	if _, err := (&Config{}).MarshalJSON(); err == nil {
 		t.Fatal("MarshalJSON of a config without Network succeeded")
+	}
+}
+
+// EnableNFTables is flannel's: --ip-masq writes its rules with nftables.
+func TestParseConfigEnableNFTables(t *testing.T) {
+	c := mustConfig(t, `{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}`)
+	if !c.EnableNFTables {
+		t.Fatal("EnableNFTables not read")
+	}
+	if c := mustConfig(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`); c.EnableNFTables {
+		t.Fatal("EnableNFTables set without the key")
+	}
+	if _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableNFTables":"yes","Backend":{"Type":"vxlan"}}`)); err == nil || !strings.Contains(err.Error(), "EnableNFTables") {
+		t.Fatalf("EnableNFTables \"yes\": %v", err)
 	}
 }
 
@@ -156,7 +189,7 @@ func TestDefaultConfigAndValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{Network: netip.MustParsePrefix("10.5.0.0/24"), SubnetLen: 26, SubnetMin: netip.MustParseAddr("10.5.0.64"), SubnetMax: netip.MustParseAddr("10.5.0.192"), Backend: Backend{"vxlan", 1, 8472, 0}}
+	want := Config{Network: netip.MustParsePrefix("10.5.0.0/24"), SubnetLen: 26, SubnetMin: netip.MustParseAddr("10.5.0.64"), SubnetMax: netip.MustParseAddr("10.5.0.192"), Backend: Backend{Type: "vxlan", VNI: 1, Port: 8472}}
 	if *c != want {
 		t.Fatalf("DefaultConfig = %+v, want %+v", *c, want)
 	}
@@ -194,11 +227,48 @@ func TestConfigContains(t *testing.T) {
 	}
 }
 
-// 576 is the smallest Backend.MTU a node runs with (node.New refuses an
-// overlay MTU under it), so it is the smallest the config accepts.
+// Backend.MTU is the underlay's MTU, as in flannel, and the overlay gets
+// 50 less: 626 gives the smallest overlay MTU a node runs with (576; the
+// node refuses less), so it is the smallest the config accepts.
 func TestParseConfigMinMTU(t *testing.T) {
-	c, err := ParseConfig([]byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":576}}`))
-	if err != nil || c.Backend.MTU != 576 {
-		t.Fatalf("ParseConfig with MTU 576 = %+v, %v; want it accepted", c, err)
+	c, err := ParseConfig([]byte(`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MTU":626}}`))
+	if err != nil || c.Backend.MTU != 626 || c.Backend.MTU-BackendMTUOverhead != MinMTU {
+		t.Fatalf("ParseConfig with MTU 626 = %+v, %v; want it accepted", c, err)
+	}
+}
+
+// TestParseConfigBackendOptions: flannel's vxlan options on Linux are
+// DirectRouting (done), GBP and Learning (refused when on, by name; off is
+// what vxrouter does), and options flannel on Linux does not know
+// (MacPrefix and Name are its Windows ones) are ignored, as flannel
+// ignores them.
+func TestParseConfigBackendOptions(t *testing.T) {
+	for _, tc := range []struct {
+		js     string
+		direct bool
+	}{
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}`, true},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","directRouting":true}}`, true}, // flannel's struct tag
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":false}}`, false},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","GBP":false,"Learning":false}}`, false},
+		{`{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","MacPrefix":"0E-2A","Name":"vxlan0","NoSuchOption":[1]}}`, false},
+	} {
+		c, err := ParseConfig([]byte(tc.js))
+		if err != nil {
+			t.Errorf("ParseConfig(%s): %v", tc.js, err)
+			continue
+		}
+		if c.Backend.DirectRouting != tc.direct {
+			t.Errorf("ParseConfig(%s).Backend.DirectRouting = %v, want %v", tc.js, c.Backend.DirectRouting, tc.direct)
+		}
+	}
+	// DirectRouting survives a round trip (lease config get --effective).
+	c := mustConfig(t, `{"Network":"10.0.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true,"MTU":1400}}`)
+	b, err := c.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"Backend":{"Type":"vxlan","VNI":1,"Port":8472,"MTU":1400,"DirectRouting":true}`; !strings.Contains(string(b), want) {
+		t.Errorf("MarshalJSON = %s, want it to contain %s", b, want)
 	}
 }

@@ -28,18 +28,38 @@
 // A subnet key is attached to an etcd lease (TTL DefaultTTL, 24h, renewed
 // every third of it). A key without an etcd lease is a reservation, put
 // there by an operator: nobody takes it but the node with its PublicIP.
-// Keys of flannel's dual-stack form (172.16.57.0-24&fc00::-64) are read
-// as their IPv4 subnet and never written.
+//
+// Dual-stack ("EnableIPv6":true beside IPv4) and IPv6-only
+// ("EnableIPv4":false) overlays are flannel's too:
+//
+//	<prefix>/config
+//	    {"Network":"172.16.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:16::/48",...}
+//	<prefix>/subnets/172.16.57.0-24&fd00:16:0:39::-64
+//	    {"PublicIP":"10.0.0.2","PublicIPv6":"fd77::2","BackendType":"vxlan",
+//	     "BackendData":{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"},
+//	     "BackendV6Data":{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"}}
+//	<prefix>/subnets/fd00:16:0:39::-64           (IPv6-only: vxrouter's own key shape)
+//	    {"PublicIP":"0.0.0.0","PublicIPv6":"fd77::2","BackendType":"vxlan",
+//	     "BackendV6Data":{"VNI":1,"VtepMAC":"d6:51:2e:80:5c:69"}}
+//
+// flannel's etcd mode always writes an IPv4 part in a key, so an
+// IPv6-only key has no flannel shape; flannel's key parser passes over
+// it. A dual-stack key written otherwise than KeyName writes it (an IPv6
+// part in a long form) is read and never written to.
 //
 // Config's defaults are flannel's: SubnetLen 24 (Network's length + 2 for
 // networks smaller than /22), SubnetMin the second subnet, SubnetMax the
-// last, VNI 1, Port 8472. Only the vxlan backend is accepted.
+// last; IPv6SubnetLen 64 (IPv6Network's length + 2 for networks smaller
+// than /62), IPv6SubnetMin and IPv6SubnetMax likewise; VNI 1, Port 8472.
+// Only the vxlan backend is accepted.
 //
 // # Taking a subnet
 //
 // Acquire prefers, in order, a key that already holds the node's PublicIP
-// (a restart keeps its subnet), the subnet in the previous subnet.env, and
-// a random free subnet. A key is created in a transaction that succeeds
+// (PublicIPv6 for an IPv6-only node; a restart keeps its subnet), the
+// subnet in the previous subnet.env, and a random free subnet; in a
+// dual-stack overlay one of each family, picked each on its own, in one
+// key. A key is created in a transaction that succeeds
 // only if the key does not exist; losing that race to another node means
 // listing again and trying another subnet. KeepAlive renews the lease and
 // takes the subnet again if it is lost (deleted, expired, overwritten).

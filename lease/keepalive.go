@@ -25,7 +25,7 @@ func lost(format string, args ...any) error {
 // etcd lease every third of its TTL, retrying errors with backoff and
 // jitter (etcd being down is not fatal while the lease lasts), and watches
 // the key. If the key is deleted, its etcd lease expires, or another
-// PublicIP takes the key, it acquires again with Acquire (the same subnet
+// owner (Attrs.Owner) takes the key, it acquires again with Acquire (the same subnet
 // if still free, else another) and calls onChange with the new lease; it
 // retries that until it succeeds or ctx ends. If a process with our
 // PublicIP moves the key to another etcd lease, KeepAlive follows that
@@ -55,16 +55,16 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 		var le *lostError
 		if !errors.As(err, &le) {
 			// The watch broke; hold checks the key again before watching.
-			r.log.Warn("lease watch interrupted; checking the key again", "subnet", cur.Subnet, "err", err)
+			r.log.Warn("lease watch interrupted; checking the key again", "key", r.LeaseKey(&cur), "err", err)
 			if !sleep(ctx, bo.next()) {
 				return ctx.Err()
 			}
 			continue
 		}
-		r.log.Warn("lost our subnet; acquiring again", "subnet", cur.Subnet, "err", err)
+		r.log.Warn("lost our subnet; acquiring again", "key", r.LeaseKey(&cur), "err", err)
 		old := cur.LeaseID
 		for {
-			nl, err := r.Acquire(ctx, cfg, cur.Attrs, cur.Subnet, ttl)
+			nl, err := r.AcquireSubnets(ctx, cfg, cur.Attrs, cur.Subnets(), ttl)
 			if err == nil {
 				cur = *nl
 				break
@@ -89,7 +89,7 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 // something changes. It returns a *lostError when the subnet is gone, and
 // other errors when the watch broke.
 func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo *backoff, changed func()) error {
-	key := r.Key(cur.Subnet)
+	key := r.LeaseKey(cur)
 	rev, err := r.check(ctx, key, cur, ttl, bo, changed)
 	if err != nil {
 		return err
@@ -129,12 +129,12 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 				if limit := max(*ttl/6, 200*time.Millisecond); d > limit {
 					d = jitter(limit)
 				}
-				r.log.Warn("renew lease failed; retrying", "subnet", cur.Subnet, "in", d, "err", err)
+				r.log.Warn("renew lease failed; retrying", "key", key, "in", d, "err", err)
 				timer.Reset(d)
 			default:
 				bo.reset()
 				cur.Expiration = time.Now().Add(time.Duration(resp.TTL) * time.Second)
-				r.log.Debug("renewed lease", "subnet", cur.Subnet, "expires", cur.Expiration)
+				r.log.Debug("renewed lease", "key", key, "expires", cur.Expiration)
 				timer.Reset(jitter(*ttl / 3))
 			}
 		case wresp, ok := <-wch:
@@ -209,20 +209,21 @@ func (r *Registry) checkOnce(ctx context.Context, key string, cur *Lease, ttl *t
 	return resp.Header.Revision, nil
 }
 
-// stillOurs checks a value written to our key. Another PublicIP means the
-// subnet was taken; our PublicIP under another etcd lease means another
-// process of this node rewrote it, and we follow it rather than fight.
+// stillOurs checks a value written to our key. Another owner (PublicIP,
+// or PublicIPv6 for an IPv6-only node) means the subnet was taken; our
+// own under another etcd lease means another process of this node
+// rewrote it, and we follow it rather than fight.
 func (r *Registry) stillOurs(value []byte, leaseID int64, cur *Lease, changed func()) error {
 	a, err := ParseAttrs(value)
 	if err != nil {
 		return lost("value overwritten with one that does not parse: %v", err)
 	}
-	if a.PublicIP != cur.Attrs.PublicIP {
-		return lost("subnet %s taken by PublicIP %s", cur.Subnet, a.PublicIP)
+	if a.Owner() != cur.Attrs.Owner() {
+		return lost("key %s taken by %s", cur.KeyName(), a.Owner())
 	}
 	if id := clientv3.LeaseID(leaseID); id != cur.LeaseID {
 		r.log.Warn("another process with our PublicIP moved our key to its etcd lease; following it",
-			"subnet", cur.Subnet, "old", fmt.Sprintf("%x", int64(cur.LeaseID)), "new", fmt.Sprintf("%x", leaseID))
+			"key", cur.KeyName(), "old", fmt.Sprintf("%x", int64(cur.LeaseID)), "new", fmt.Sprintf("%x", leaseID))
 		cur.LeaseID = id
 		cur.Attrs = a
 		if id == 0 {
@@ -232,7 +233,7 @@ func (r *Registry) stillOurs(value []byte, leaseID int64, cur *Lease, changed fu
 		return nil
 	}
 	if !a.Equal(cur.Attrs) {
-		r.log.Warn("our key's value was changed by someone else; peers see theirs", "subnet", cur.Subnet, "value", string(value))
+		r.log.Warn("our key's value was changed by someone else; peers see theirs", "key", cur.KeyName(), "value", string(value))
 	}
 	return nil
 }

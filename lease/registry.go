@@ -44,8 +44,12 @@ func (r *Registry) ConfigKey() string { return r.prefix + "/config" }
 // "<prefix>/subnetsX".
 func (r *Registry) subnetsDir() string { return r.prefix + "/subnets/" }
 
-// Key is the etcd key of subnet: "<prefix>/subnets/172.16.57.0-24".
+// Key is the etcd key of a single-family lease of subnet:
+// "<prefix>/subnets/172.16.57.0-24" (or, IPv6-only, ".../fd00:12:13::-64").
 func (r *Registry) Key(subnet netip.Prefix) string { return r.subnetsDir() + SubnetKey(subnet) }
+
+// LeaseKey is the etcd key of l: "<prefix>/subnets/" and l.KeyName().
+func (r *Registry) LeaseKey(l *Lease) string { return r.subnetsDir() + l.KeyName() }
 
 // Config reads and validates <prefix>/config.
 func (r *Registry) Config(ctx context.Context) (*Config, error) {
@@ -79,8 +83,9 @@ func (r *Registry) SetConfig(ctx context.Context, c *Config) error {
 // whose value does not parse: those still occupy their subnet.
 type entry struct {
 	key       string
-	subnet    netip.Prefix
-	canonical bool // key == r.Key(subnet); false for flannel's dual-stack keys
+	subnet    netip.Prefix // IPv4; invalid in an IPv6-only key
+	subnet6   netip.Prefix // invalid unless the key has an IPv6 part
+	canonical bool         // the key is named as KeyName names it
 	attrs     Attrs
 	attrsErr  error
 	leaseID   clientv3.LeaseID
@@ -88,7 +93,7 @@ type entry struct {
 }
 
 func (e *entry) lease() Lease {
-	return Lease{Subnet: e.subnet, Attrs: e.attrs, LeaseID: e.leaseID}
+	return Lease{Subnet: e.subnet, IPv6Subnet: e.subnet6, Attrs: e.attrs, LeaseID: e.leaseID}
 }
 
 // list reads every subnet key at one revision. Keys whose name does not
@@ -116,11 +121,11 @@ func (r *Registry) parseKV(key string, value []byte, leaseID int64, modRev int64
 	if !ok {
 		return entry{}, fmt.Errorf("key %q is not under %s", key, r.subnetsDir())
 	}
-	subnet, canonical, err := parseKeyName(name)
+	subnet, subnet6, canonical, err := parseKeyName(name)
 	if err != nil {
 		return entry{}, err
 	}
-	e := entry{key: key, subnet: subnet, canonical: canonical, leaseID: clientv3.LeaseID(leaseID), modRev: modRev}
+	e := entry{key: key, subnet: subnet, subnet6: subnet6, canonical: canonical, leaseID: clientv3.LeaseID(leaseID), modRev: modRev}
 	e.attrs, e.attrsErr = ParseAttrs(value)
 	return e, nil
 }

@@ -19,11 +19,18 @@ import (
 //	FLANNEL_SUBNET=172.16.57.1/24
 //	FLANNEL_MTU=1450
 //	FLANNEL_IPMASQ=false
+//
+// A dual-stack overlay adds, after FLANNEL_SUBNET, FLANNEL_IPV6_NETWORK
+// and FLANNEL_IPV6_SUBNET (fd00:16::/48, fd00:16:0:39::1/64); an
+// IPv6-only one has those instead of FLANNEL_NETWORK and FLANNEL_SUBNET,
+// as flannel writes it.
 type SubnetEnv struct {
-	Network netip.Prefix
-	Subnet  netip.Prefix // the subnet's first host with its length, e.g. 172.16.57.1/24
-	MTU     int
-	IPMasq  bool
+	Network     netip.Prefix // invalid in an IPv6-only overlay
+	Subnet      netip.Prefix // the subnet's first host with its length, e.g. 172.16.57.1/24
+	IPv6Network netip.Prefix // invalid unless the overlay carries IPv6
+	IPv6Subnet  netip.Prefix // e.g. fd00:16:0:39::1/64
+	MTU         int
+	IPMasq      bool
 }
 
 // NewSubnetEnv fills a SubnetEnv for a node holding subnet (e.g.
@@ -38,17 +45,36 @@ func NewSubnetEnv(network, subnet netip.Prefix, mtu int, ipMasq bool) SubnetEnv 
 // previous argument wants it.
 func (e SubnetEnv) Lease() netip.Prefix { return e.Subnet.Masked() }
 
+// IPv6Lease is Lease for IPv6Subnet.
+func (e SubnetEnv) IPv6Lease() netip.Prefix { return e.IPv6Subnet.Masked() }
+
+// SetIPv6 fills the IPv6 half for a node holding ipv6Subnet (e.g.
+// fd00:16:0:39::/64): IPv6Subnet becomes its first host, fd00:16:0:39::1/64,
+// where the node's bridge goes.
+func (e *SubnetEnv) SetIPv6(network, ipv6Subnet netip.Prefix) {
+	s := ipv6Subnet.Masked()
+	e.IPv6Network, e.IPv6Subnet = network, netip.PrefixFrom(s.Addr().Next(), s.Bits())
+}
+
 // WriteSubnetEnv writes e to path in flannel's format, atomically: a
 // reader sees the old file or the new one, never half of one. It creates
 // path's directory if needed.
 func WriteSubnetEnv(path string, e SubnetEnv) error {
-	if !e.Network.IsValid() || !e.Subnet.IsValid() {
-		return fmt.Errorf("write %s: Network %v and Subnet %v must both be set", path, e.Network, e.Subnet)
+	if err := e.check(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if e.MTU < 0 {
 		return fmt.Errorf("write %s: MTU %d is negative", path, e.MTU)
 	}
-	b := fmt.Appendf(nil, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=%t\n", e.Network, e.Subnet, e.MTU, e.IPMasq)
+	// flannel's order: each family that is on, then MTU and IPMASQ.
+	var b []byte
+	if e.Network.IsValid() {
+		b = fmt.Appendf(b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", e.Network, e.Subnet)
+	}
+	if e.IPv6Network.IsValid() {
+		b = fmt.Appendf(b, "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s\n", e.IPv6Network, e.IPv6Subnet)
+	}
+	b = fmt.Appendf(b, "FLANNEL_MTU=%d\nFLANNEL_IPMASQ=%t\n", e.MTU, e.IPMasq)
 
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -85,9 +111,22 @@ func WriteSubnetEnv(path string, e SubnetEnv) error {
 	return nil
 }
 
+// check says whether e is whole: each family's network and subnet both
+// set or both unset, at least one family.
+func (e SubnetEnv) check() error {
+	if e.Network.IsValid() != e.Subnet.IsValid() || !e.Network.IsValid() && !e.IPv6Network.IsValid() {
+		return fmt.Errorf("Network %v and Subnet %v must both be set (or, IPv6-only, neither)", e.Network, e.Subnet)
+	}
+	if e.IPv6Network.IsValid() != e.IPv6Subnet.IsValid() {
+		return fmt.Errorf("IPv6Network %v and IPv6Subnet %v must both be set or neither", e.IPv6Network, e.IPv6Subnet)
+	}
+	return nil
+}
+
 // ReadSubnetEnv reads a subnet.env written by WriteSubnetEnv or by flannel.
-// FLANNEL_NETWORK and FLANNEL_SUBNET are required; other keys (flannel's
-// FLANNEL_IPV6_*), blank lines and # comments are ignored.
+// FLANNEL_NETWORK and FLANNEL_SUBNET, or FLANNEL_IPV6_NETWORK and
+// FLANNEL_IPV6_SUBNET, or all four, are required; other keys, blank lines
+// and # comments are ignored.
 func ReadSubnetEnv(path string) (SubnetEnv, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -109,6 +148,10 @@ func ReadSubnetEnv(path string) (SubnetEnv, error) {
 			e.Network, err = netip.ParsePrefix(v)
 		case "FLANNEL_SUBNET":
 			e.Subnet, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_NETWORK":
+			e.IPv6Network, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_SUBNET":
+			e.IPv6Subnet, err = netip.ParsePrefix(v)
 		case "FLANNEL_MTU":
 			e.MTU, err = strconv.Atoi(v)
 			if err == nil && e.MTU < 0 {
@@ -124,8 +167,8 @@ func ReadSubnetEnv(path string) (SubnetEnv, error) {
 	if err := sc.Err(); err != nil {
 		return SubnetEnv{}, fmt.Errorf("read %s: %w", path, err)
 	}
-	if !e.Network.IsValid() || !e.Subnet.IsValid() {
-		return SubnetEnv{}, fmt.Errorf("read %s: FLANNEL_NETWORK and FLANNEL_SUBNET are both required", path)
+	if e.check() != nil {
+		return SubnetEnv{}, fmt.Errorf("read %s: FLANNEL_NETWORK and FLANNEL_SUBNET, or FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET, are required, each pair whole", path)
 	}
 	return e, nil
 }

@@ -171,7 +171,7 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 }
 
 func sameLease(a, b *Lease) bool {
-	return a.Subnet == b.Subnet && a.LeaseID == b.LeaseID && a.Attrs.Equal(b.Attrs)
+	return a.Subnet == b.Subnet && a.IPv6Subnet == b.IPv6Subnet && a.LeaseID == b.LeaseID && a.Attrs.Equal(b.Attrs)
 }
 
 // watchFrom watches from revision rev until an error. It returns the

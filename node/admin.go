@@ -47,6 +47,9 @@ type adminPeer struct {
 	VtepMAC  string `json:"vtep_mac"`
 	// PartialCsum: packets to it leave with their checksums pending.
 	PartialCsum bool `json:"partial_checksums"`
+	// DirectRoute: the peer is on-link and Backend.DirectRouting routes
+	// its subnet through the underlay via this address, not the overlay.
+	DirectRoute string `json:"direct_route,omitempty"`
 }
 
 // adminHandler serves the read-only endpoints, and with control the ones
@@ -70,8 +73,13 @@ func (n *Node) adminHandler(control bool) http.Handler {
 	}))
 	mux.HandleFunc("GET /peers", n.started(func(w http.ResponseWriter, r *http.Request) {
 		var out []adminPeer
+		direct := n.direct.Snapshot()
 		for _, p := range n.table.Peers() {
-			out = append(out, adminPeer{p.Subnet.String(), p.Addr.Addr().String(), p.Addr.Port(), p.VTEP.String(), p.PartialCsum})
+			ap := adminPeer{Subnet: p.Subnet.String(), PublicIP: p.Addr.Addr().String(), Port: p.Addr.Port(), VtepMAC: p.VTEP.String(), PartialCsum: p.PartialCsum}
+			if r, ok := direct[p.Subnet]; ok {
+				ap.DirectRoute = r.Via.String()
+			}
+			out = append(out, ap)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
@@ -109,7 +117,7 @@ func (n *Node) adminHandler(control bool) http.Handler {
 		case file == "":
 			http.Error(w, "capture: none running", http.StatusNotFound)
 		default:
-			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.localAddr().Port())
+			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.overlay.Backend.Port)
 		}
 	}))
 	return mux

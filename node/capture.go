@@ -18,8 +18,12 @@ import (
 
 // A capture writes what the forwarder sends to peers and accepts from them
 // to a pcap file, as the frames would look on the underlay (outer
-// Ethernet, IPv4 and UDP rebuilt around the VXLAN payload), so Wireshark
-// and tshark decode it: `tshark -r FILE -d udp.port==8472,vxlan`.
+// Ethernet, IPv4 or IPv6, and UDP rebuilt around the VXLAN payload, from
+// or to the node's public address of the peer's family), so Wireshark
+// and tshark decode it: `tshark -r FILE -d udp.port==8472,vxlan`. The
+// rebuilt headers give what the node sent the VXLAN port as its source
+// port; on the wire, flow entropy sends it from its flow's port of the
+// source pool (--src-port-range), which the forwarder does not report.
 //
 // The forwarding loops only copy each datagram into a queue; a goroutine
 // of the capture builds the outer headers and writes. When the queue is
@@ -27,7 +31,7 @@ import (
 // slows the data plane. The file stops growing at its size limit.
 type capture struct {
 	path  string
-	local netip.AddrPort
+	local []netip.AddrPort // the node's public address and port, per family
 	limit int64
 	log   *slog.Logger
 
@@ -58,7 +62,7 @@ type captured struct {
 const captureQueue = 4096
 
 // startCapture creates path and starts writing to it.
-func startCapture(path string, local netip.AddrPort, limit int64, log *slog.Logger) (*capture, error) {
+func startCapture(path string, local []netip.AddrPort, limit int64, log *slog.Logger) (*capture, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
@@ -122,14 +126,29 @@ func (c *capture) write(rec captured) {
 	if c.full.Load() {
 		return
 	}
-	src, dst := c.local, rec.peer
+	var local netip.AddrPort
+	for _, l := range c.local {
+		if l.Addr().Is4() == rec.peer.Addr().Is4() {
+			local = l
+		}
+	}
+	src, dst := local, rec.peer
 	if !rec.sent {
-		src, dst = rec.peer, c.local
+		src, dst = rec.peer, local
 	}
 	eth := &layers.Ethernet{SrcMAC: outerMAC(src.Addr()), DstMAC: outerMAC(dst.Addr()), EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	udp.SetNetworkLayerForChecksum(ip)
+	var ip gopacket.SerializableLayer
+	if src.Addr().Is6() {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+		udp.SetNetworkLayerForChecksum(ip6)
+		ip = ip6
+	} else {
+		ip4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+		udp.SetNetworkLayerForChecksum(ip4)
+		ip = ip4
+	}
 	if err := gopacket.SerializeLayers(c.buf, c.opts, eth, ip, udp, gopacket.Payload(rec.frame)); err != nil {
 		c.missed.Add(1)
 		return
@@ -152,9 +171,10 @@ func (c *capture) write(rec captured) {
 
 // outerMAC makes a MAC for an underlay address, as explain does: the
 // capture does not know the real next hops, and says so by using locally
-// administered addresses built from the IP.
+// administered addresses built from the IP (its last four bytes).
 func outerMAC(a netip.Addr) net.HardwareAddr {
-	b := a.Unmap().As4()
+	b := a.Unmap().AsSlice()
+	b = b[len(b)-4:]
 	return net.HardwareAddr{0x02, 0x00, b[0], b[1], b[2], b[3]}
 }
 
@@ -186,7 +206,7 @@ func (n *Node) StartCapture(path string, limit int64) error {
 	if n.capt.cur != nil {
 		return fmt.Errorf("capture: already capturing to %s", n.capt.cur.path)
 	}
-	c, err := startCapture(path, n.localAddr(), limit, n.log)
+	c, err := startCapture(path, n.localAddrs(), limit, n.log)
 	if err != nil {
 		return err
 	}
@@ -212,6 +232,14 @@ func (n *Node) StopCapture() (string, error) {
 	return c.path, err
 }
 
-func (n *Node) localAddr() netip.AddrPort {
-	return netip.AddrPortFrom(n.underlay.PublicIP, uint16(n.overlay.Backend.Port))
+// localAddrs are the node's public addresses with its VXLAN port, one per
+// family the overlay carries.
+func (n *Node) localAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, a := range []netip.Addr{n.underlay.PublicIP, n.underlay.PublicIPv6} {
+		if a.IsValid() {
+			out = append(out, netip.AddrPortFrom(a, uint16(n.overlay.Backend.Port)))
+		}
+	}
+	return out
 }

@@ -6,18 +6,27 @@
 //  0. open the admin endpoint (admin.go): one node per unix socket, so a
 //     second node given a live node's socket is refused here, before it
 //     touches etcd; /healthz answers from now on, /readyz says 503;
-//  1. find the underlay: the interface (by name or address, or the one the
-//     default route uses), its first IPv4 address (the node's PublicIP)
-//     and its MTU;
-//  2. load its VTEP MAC from the state directory, or make one (locally
+//  1. load its VTEP MAC from the state directory, or make one (locally
 //     administered, unicast) and keep it there, so a restart keeps it;
-//  3. read the overlay's config from etcd and acquire a subnet lease:
-//     the live lease with this PublicIP, else the subnet from subnet.env,
-//     else a free one;
-//  4. create the TUN device, give it MTU = underlay MTU - 50, the address
-//     <subnet>.0/32 and a route to the whole overlay network, via netlink;
+//  2. read the overlay's config from etcd, and find the underlay for the
+//     families it carries: the interface (chosen as flanneld's --iface,
+//     --iface-regex and --iface-can-reach choose it, or the one the
+//     default route uses), its first IPv4 address (the node's PublicIP)
+//     and, in a dual-stack or IPv6-only overlay, its first global IPv6
+//     address (PublicIPv6), and its MTU;
+//  3. open the TUN device and the underlay sockets (bound to the public
+//     address, or to [::] sending from each public address in a
+//     dual-stack overlay), then acquire a subnet lease: the live lease
+//     with this PublicIP (PublicIPv6 if IPv6-only), else the subnets from
+//     subnet.env, else free ones, one per family, in one key;
+//  4. configure the TUN device: MTU = underlay MTU (or the config's
+//     Backend.MTU) - 50 (- 70 when IPv6 is carried), for each family the
+//     address <subnet>.0/32 (or <subnet>::/128) and a route to the whole
+//     overlay network, via netlink;
 //  5. write subnet.env for CNI and Docker;
 //  6. learn every peer's lease (list, then watch) into the route table,
+//     each family's subnet to that family's public address and VTEP (and,
+//     with Backend.DirectRouting, a kernel route for each on-link peer),
 //     renew its own lease, and forward until told to stop.
 //
 // Once the first list of peers is in the route table the node is ready:
@@ -27,5 +36,6 @@
 //
 // On SIGINT or SIGTERM the node closes its TUN device (the kernel removes
 // the device and its routes with it) and its socket, and leaves its lease
-// in etcd so that a restart gets the same subnet, as flannel does.
+// in etcd so that a restart gets the same subnet, and its direct routes in
+// the kernel, as flannel does.
 package node

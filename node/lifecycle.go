@@ -76,18 +76,28 @@ func (s *notifier) status(format string, args ...any) {
 // the whole list, makes the node ready.
 func (n *Node) peersApplied(what string) {
 	peers := n.table.Len()
-	status := fmt.Sprintf("forwarding for %s: %d peers", n.lease.Subnet, peers)
+	status := fmt.Sprintf("forwarding for %s: %d peers", n.ownSubnets(), peers)
 	if peers == 1 {
 		status = strings.TrimSuffix(status, "s")
 	}
 	if n.ph.CompareAndSwap(int32(phaseListing), int32(phaseReady)) {
-		n.log.Info("ready", "subnet", n.lease.Subnet, "peers", peers)
+		n.log.Info("ready", "subnet", n.ownSubnets(), "peers", peers)
 		n.notify.notify("READY=1\nSTATUS=" + status)
 		return
 	}
 	if what != "" {
 		n.notify.status("%s (%s)", status, what)
 	}
+}
+
+// ownSubnets names the node's subnets: its IPv4 one, its IPv6 one, or
+// both in a dual-stack overlay.
+func (n *Node) ownSubnets() string {
+	var names []string
+	for _, p := range n.lease.Subnets() {
+		names = append(names, p.String())
+	}
+	return strings.Join(names, " and ")
 }
 
 // stopping marks the node as shutting down: /readyz says so and the

@@ -72,7 +72,7 @@ func TestReadyz(t *testing.T) {
 	check("listing", "/readyz", 503, "not ready: listing peers")
 	check("listing", "/metrics", 200, "vxrouter_peers 0")
 
-	n.peerEvents(nil) // the first list, empty: there may be no peer
+	n.peersApplied("") // the first list, empty: there may be no peer
 	check("listed", "/readyz", 200, "ready")
 	check("listed", "/healthz", 200, "ok")
 

@@ -24,6 +24,16 @@ type Counters struct {
 	// the TUN device because their checksum is wrong, where the kernel
 	// would have dropped them (tunnel.BadChecksumCounter).
 	BadChecksum atomic.Uint64
+	// TooBig counts TUN packets too long for the tunnel that may not be
+	// fragmented (see Forwarder.AnswerFrom).
+	TooBig atomic.Uint64
+	// ICMPSent and ICMPLimited count the ICMP errors written back into
+	// the TUN device for packets that could not be carried, and those the
+	// rate limit held back.
+	ICMPSent, ICMPLimited atomic.Uint64
+	// ForeignSource counts datagrams from a known peer whose inner
+	// source address is not in that peer's subnet (see CheckSources).
+	ForeignSource atomic.Uint64
 
 	Encap [encap.NumReasons]atomic.Uint64 // TUN packets dropped, by reason
 	Decap [encap.NumReasons]atomic.Uint64 // datagrams dropped, by reason
@@ -50,6 +60,10 @@ func (c *Counters) Snapshot() map[string]uint64 {
 	put("read-errors", c.ReadErrors.Load())
 	put("tun-dropped", c.TUNDropped.Load())
 	put("decap-bad-checksum", c.BadChecksum.Load())
+	put("decap-foreign-source", c.ForeignSource.Load())
+	put("too-big", c.TooBig.Load())
+	put("icmp-sent", c.ICMPSent.Load())
+	put("icmp-limited", c.ICMPLimited.Load())
 	for r := encap.Reason(1); r < encap.NumReasons; r++ {
 		put("encap-"+r.String(), c.Encap[r].Load())
 		put("decap-"+r.String(), c.Decap[r].Load())
@@ -59,7 +73,7 @@ func (c *Counters) Snapshot() map[string]uint64 {
 
 // Drops returns the total of every drop counter.
 func (c *Counters) Drops() uint64 {
-	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load() + c.BadChecksum.Load()
+	n := c.NoRoute.Load() + c.UnknownSender.Load() + c.SendErrors.Load() + c.WriteErrors.Load() + c.TUNDropped.Load() + c.BadChecksum.Load() + c.ForeignSource.Load() + c.TooBig.Load()
 	for r := range c.Encap {
 		n += c.Encap[r].Load() + c.Decap[r].Load()
 	}

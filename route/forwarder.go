@@ -32,11 +32,51 @@ type Forwarder struct {
 	Counters
 
 	queues []Queue
+	// moved counts, per queue, the bytes its two loops carried (both
+	// directions): how the load spreads over the queues.
+	moved  []atomic.Uint64
 	table  *Table
 	dec    encap.Decoder
 	log    *slog.Logger
 	tap    atomic.Pointer[tapHolder] // nil unless something is capturing
+	// checkSources drops datagrams whose inner source is not in the
+	// sending peer's subnet (CheckSources).
+	checkSources bool
+	// Answers to what cannot be carried (AnswerFrom, icmp.go): their
+	// source addresses, none if invalid; the largest inner packet the
+	// underlay carries, 0 for no limit; the rate limit.
+	answer4, answer6 netip.Addr
+	maxInner         int
+	limiter          icmpLimiter
 }
+
+// AnswerFrom has the forwarder answer a packet it cannot carry with an
+// ICMP (or ICMPv6) error written back into the TUN device, from src4 (or
+// src6; an invalid one answers nothing of its family), at most
+// icmpRate a second: "network unreachable" when no lease covers the
+// destination, "fragmentation needed" / "packet too big" when the packet
+// is longer than maxInner (the overlay MTU the underlay carries; 0: no
+// limit) and may not be fragmented. Call it before Run.
+func (f *Forwarder) AnswerFrom(src4, src6 netip.Addr, maxInner int) {
+	f.answer4, f.answer6, f.maxInner = src4, src6, maxInner
+}
+
+// answer is a packet of a TUN batch that gets an ICMP error.
+type answer struct {
+	i    int // index in the batch
+	kind int // icmpNoRoute, icmpTooBig
+}
+
+// CheckSources turns source checks on or off; call it before Run. With
+// them on, a datagram from a known peer is delivered only if its inner
+// source address is in that peer's subnet: a host that can send from a
+// peer's underlay address (or spoof it, on an underlay that does not
+// stop that) cannot inject packets that claim to come from another
+// node's pods, or from outside the overlay. Neither flannel nor the
+// kernel's vxlan checks this. Turn it off where a peer routes other
+// networks' traffic into the overlay without masquerading it (a gateway
+// node); such packets are then dropped and counted (decap-foreign-source).
+func (f *Forwarder) CheckSources(on bool) { f.checkSources = on }
 
 // Tap sees every datagram the forwarder sends to a peer and every one it
 // accepts from a peer (the UDP payload: VXLAN header, inner Ethernet,
@@ -87,7 +127,18 @@ func NewForwarderQueues(queues []Queue, table *Table, dec encap.Decoder, log *sl
 			l.LeaveChecksums(table.PartialCsum)
 		}
 	}
-	return &Forwarder{queues: queues, table: table, dec: dec, log: log}
+	return &Forwarder{queues: queues, moved: make([]atomic.Uint64, len(queues)), table: table, dec: dec, log: log}
+}
+
+// QueueBytes returns, for each queue, the bytes its loops have carried so
+// far, both directions: one flow stays on one queue, so this tells how
+// many queues (and CPUs) the traffic can use.
+func (f *Forwarder) QueueBytes() []uint64 {
+	out := make([]uint64, len(f.moved))
+	for i := range f.moved {
+		out[i] = f.moved[i].Load()
+	}
+	return out
 }
 
 // Run forwards in both directions until ctx ends or one side fails for
@@ -112,9 +163,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 
 	loops := 2 * len(f.queues)
 	errc := make(chan error, loops)
-	for _, q := range f.queues {
-		go func() { errc <- f.tunToUnderlay(ctx, q) }()
-		go func() { errc <- f.underlayToTUN(ctx, q) }()
+	for i, q := range f.queues {
+		go func() { errc <- f.tunToUnderlay(ctx, q, &f.moved[i]) }()
+		go func() { errc <- f.underlayToTUN(ctx, q, &f.moved[i]) }()
 	}
 	err := <-errc
 	cancel() // stop the other loops
@@ -163,7 +214,7 @@ func (f *Forwarder) readFailed(ctx context.Context, side string, err error) (sto
 
 // tunToUnderlay reads IP packets from the TUN device, encapsulates each for
 // the peer owning its destination and sends them to the peers in batches.
-func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
+func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue, moved *atomic.Uint64) error {
 	batch := max(q.Dev.BatchSize(), 1)
 	mtu, err := q.Dev.MTU()
 	if err != nil || mtu <= 0 {
@@ -176,6 +227,15 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 	sizes := make([]int, batch)
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
+	answers := make([]answer, 0, batch)
+	// With a FlowWriter, each datagram leaves from its inner flow's
+	// source port; flows holds their hashes.
+	fw, _ := q.Underlay.(tunnel.FlowWriter)
+	var flows []uint32
+	if fw != nil {
+		flows = make([]uint32, 0, batch)
+	}
+	icmpBuf, icmpOut := make([]byte, maxICMP), make([][]byte, 1)
 	drops, _ := q.Dev.(tunnel.DropCounter)
 	var dropped uint64 // what drops said last time
 
@@ -193,7 +253,12 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 			}
 			continue
 		}
-		out, to = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0])
+		out, to, flows, answers = f.encapBatch(bufs[:n], sizes[:n], out[:0], to[:0], flows[:0], answers[:0])
+		if len(answers) > 0 {
+			if err := f.sendAnswers(ctx, q.Dev, bufs, sizes, answers, icmpBuf, icmpOut); err != nil {
+				return err
+			}
+		}
 		if len(out) == 0 {
 			continue
 		}
@@ -202,13 +267,19 @@ func (f *Forwarder) tunToUnderlay(ctx context.Context, q Queue) error {
 				t.Sent(out[i], to[i])
 			}
 		}
-		sent, err := q.Underlay.Write(out, to)
+		var sent int
+		if fw != nil {
+			sent, err = fw.WriteFlows(out, to, flows)
+		} else {
+			sent, err = q.Underlay.Write(out, to)
+		}
 		var bytes uint64
 		for _, b := range out[:sent] {
 			bytes += uint64(len(b))
 		}
 		f.TxPackets.Add(uint64(sent))
 		f.TxBytes.Add(bytes)
+		moved.Add(bytes)
 		if err != nil {
 			if stop, err := f.writeFailed(ctx, "underlay", err, len(out)-sent, &f.SendErrors); stop {
 				return err
@@ -241,19 +312,61 @@ func (f *Forwarder) tunDropped(dev string, n uint64) {
 	}
 }
 
+// sendAnswers writes the ICMP errors of a batch's packets into dev, as the
+// rate limit allows, and counts them. Only a device gone for good stops
+// the loop.
+func (f *Forwarder) sendAnswers(ctx context.Context, dev tunnel.Device, bufs [][]byte, sizes []int, answers []answer, buf []byte, out [][]byte) error {
+	now := time.Now()
+	for _, a := range answers {
+		pkt := bufs[a.i][Headroom : Headroom+sizes[a.i]]
+		src := f.answer4
+		if pkt[0]>>4 == 6 {
+			src = f.answer6
+		}
+		if !src.IsValid() {
+			continue
+		}
+		if !f.limiter.allow(now) {
+			f.ICMPLimited.Add(1)
+			continue
+		}
+		out[0] = buildICMP(buf, a.kind, src, pkt, f.maxInner)
+		if _, err := dev.Write(out, 0); err != nil {
+			if stop, err := f.writeFailed(ctx, "tun", err, 1, &f.WriteErrors); stop {
+				return err
+			}
+			continue
+		}
+		f.ICMPSent.Add(1)
+	}
+	return nil
+}
+
 // encapBatch encapsulates each packet in place and appends the frames and
-// their destinations to out and to.
+// their destinations to out and to, their inner flows' hashes to flows
+// unless it is nil, and the packets that get an ICMP error instead to
+// answers.
 //
 // A batch is mostly the segments of one super-packet, all to one
 // destination, so the last lookup is kept for the batch: a route lookup
 // hashes one prefix per mask length, which cost more than the rest of the
 // encapsulation. Within a batch this is as if every lookup were made at
 // the first, which a table changing under the loop allows anyway.
-func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort) ([][]byte, []netip.AddrPort) {
+func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []netip.AddrPort, flows []uint32, answers []answer) ([][]byte, []netip.AddrPort, []uint32, []answer) {
 	var lastDst netip.Addr
 	var last *Peer
 	var d drops
-	defer d.flush(&f.Encap, &f.NoRoute)
+	tooBig := 0
+	defer func() {
+		d.flush(&f.Encap, &f.NoRoute)
+		if tooBig > 0 {
+			f.TooBig.Add(uint64(tooBig))
+		}
+	}()
+	answering := f.answer4.IsValid() || f.answer6.IsValid()
+	var lastFlow [2]uint64 // flowKey4 of the last packet hashed, if haveFlow
+	var haveFlow bool
+	var lastHash uint32
 	for i, buf := range bufs {
 		pkt := buf[Headroom : Headroom+sizes[i]]
 		dst, r := destination(pkt)
@@ -268,6 +381,22 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 		if p == nil {
 			d.other++
+			if answering && answerable(pkt) {
+				answers = append(answers, answer{i, icmpNoRoute})
+			}
+			continue
+		}
+		// Too long for the tunnel, and not to be fragmented (IPv4 with
+		// DF; IPv6 is never fragmented on the way): the sender must hear
+		// the MTU that fits. Without DF, the kernel fragments the outer
+		// datagram. The length is the IP header's: a TUN MTU raised
+		// under a running node gives packets longer than the buffers,
+		// which come truncated.
+		if f.maxInner > 0 && ipLength(pkt) > f.maxInner && (pkt[0]>>4 == 6 || pkt[6]&0x40 != 0) {
+			tooBig++
+			if answering && answerable(pkt) {
+				answers = append(answers, answer{i, icmpTooBig})
+			}
 			continue
 		}
 		frame, r := p.Header.Encap(buf, Headroom, sizes[i])
@@ -277,8 +406,16 @@ func (f *Forwarder) encapBatch(bufs [][]byte, sizes []int, out [][]byte, to []ne
 		}
 		out = append(out, frame)
 		to = append(to, p.Addr)
+		if flows != nil {
+			// A batch is mostly one flow's segments: hash a flow once.
+			if k, ok := flowKey4(pkt); !ok || !haveFlow || k != lastFlow {
+				lastHash = PacketFlow(pkt)
+				lastFlow, haveFlow = k, ok
+			}
+			flows = append(flows, lastHash)
+		}
 	}
-	return out, to
+	return out, to, flows, answers
 }
 
 // drops tallies one batch's dropped packets, by encap reason and one other
@@ -299,6 +436,15 @@ func (d *drops) flush(reasons *[encap.NumReasons]atomic.Uint64, other *atomic.Ui
 	if d.other > 0 {
 		other.Add(uint64(d.other))
 	}
+}
+
+// ipLength is the length an IP packet's header says it has; destination
+// has checked that the fixed header is there.
+func ipLength(pkt []byte) int {
+	if pkt[0]>>4 == 4 {
+		return int(pkt[2])<<8 | int(pkt[3])
+	}
+	return 40 + (int(pkt[4])<<8 | int(pkt[5]))
 }
 
 // destination reads an IP packet's destination address.
@@ -327,7 +473,7 @@ func destination(pkt []byte) (netip.Addr, encap.Reason) {
 // An underlay that lends its datagrams (tunnel.ViewReader, the UDP socket)
 // is read without a copy: the inner packets go to the TUN device straight
 // from the socket's buffers.
-func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
+func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue, moved *atomic.Uint64) error {
 	batch := max(q.Underlay.BatchSize(), 1)
 	bufs := make([][]byte, batch)
 	sizes := make([]int, batch)
@@ -383,6 +529,7 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 		}
 		f.RxBytes.Add(bytes)
 		f.RxPackets.Add(uint64(written))
+		moved.Add(bytes)
 		if err != nil {
 			if stop, err := f.writeFailed(ctx, "tun", err, len(out)-taken, &f.WriteErrors); stop {
 				return err
@@ -400,14 +547,20 @@ func (f *Forwarder) underlayToTUN(ctx context.Context, q Queue) error {
 func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort, out [][]byte) [][]byte {
 	tap := f.tap.Load()
 	var lastFrom netip.Addr
-	known := false
+	var subnets []netip.Prefix // of lastFrom; none: not a peer
 	var d drops
-	defer d.flush(&f.Decap, &f.UnknownSender)
+	foreign := 0
+	defer func() {
+		d.flush(&f.Decap, &f.UnknownSender)
+		if foreign > 0 {
+			f.ForeignSource.Add(uint64(foreign))
+		}
+	}()
 	for i, buf := range bufs {
 		if a := from[i].Addr(); a != lastFrom || !lastFrom.IsValid() {
-			lastFrom, known = a, f.table.KnownSender(a)
+			lastFrom, subnets = a, f.table.SenderSubnets(a)
 		}
-		if !known {
+		if len(subnets) == 0 {
 			d.other++
 			continue
 		}
@@ -416,10 +569,31 @@ func (f *Forwarder) decapBatch(bufs [][]byte, sizes []int, from []netip.AddrPort
 			d.reasons[r]++
 			continue
 		}
+		if f.checkSources && !fromSubnets(inner, subnets) {
+			foreign++
+			continue
+		}
 		if tap != nil {
 			tap.Received(buf[:sizes[i]], from[i])
 		}
 		out = append(out, buf[:encap.HeaderLen+len(inner)])
 	}
 	return out
+}
+
+// fromSubnets reports whether the IP packet pkt (whole, as Decap returns
+// it) has its source address in one of subnets.
+func fromSubnets(pkt []byte, subnets []netip.Prefix) bool {
+	var src netip.Addr
+	if pkt[0]>>4 == 4 {
+		src = netip.AddrFrom4([4]byte(pkt[12:16]))
+	} else {
+		src = netip.AddrFrom16([16]byte(pkt[8:24]))
+	}
+	for _, s := range subnets {
+		if s.Contains(src) {
+			return true
+		}
+	}
+	return false
 }

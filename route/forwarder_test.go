@@ -63,7 +63,8 @@ type pair struct {
 	addrA, addrB netip.AddrPort
 }
 
-func newPair(t testing.TB, batch int) *pair {
+// newPair starts the pair; setup, if any, runs on both forwarders first.
+func newPair(t testing.TB, batch int, setup ...func(a, b *Forwarder)) *pair {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	p := &pair{
@@ -85,6 +86,9 @@ func newPair(t testing.TB, batch int) *pair {
 	p.tableA = tA
 	p.fwdA = NewForwarder(p.devA, ulA, tA, decA, nil)
 	p.fwdB = NewForwarder(p.devB, ulB, tB, decB, nil)
+	for _, f := range setup {
+		f(p.fwdA, p.fwdB)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 2)
@@ -165,6 +169,13 @@ func TestForwarderCarriesPacketsBothWays(t *testing.T) {
 					t.Fatalf("packet %d: got %q, want %q", i, got[28:], w[28:])
 				}
 			}
+			// The counters move after the write that handed the test the
+			// last packet: wait for them, with a deadline.
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if p.fwdA.TxPackets.Load() >= 102 && p.fwdB.RxPackets.Load() >= 102 {
+					break
+				}
+			}
 			if tx := p.fwdA.TxPackets.Load(); tx != 102 {
 				t.Errorf("A tx-packets = %d, want 102", tx)
 			}
@@ -173,6 +184,44 @@ func TestForwarderCarriesPacketsBothWays(t *testing.T) {
 			}
 			if d := p.fwdA.Drops() + p.fwdB.Drops(); d != 0 {
 				t.Errorf("drops = %d (%v %v), want 0", d, p.fwdA.Snapshot(), p.fwdB.Snapshot())
+			}
+		})
+	}
+}
+
+// TestForwarderChecksSources: with source checks on, B delivers what A
+// sends from A's subnet and drops, and counts, what A's address sends
+// with an inner source elsewhere: another node's pod, or outside the
+// overlay. With them off, B delivers both.
+func TestForwarderChecksSources(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("check=%v", on), func(t *testing.T) {
+			p := newPair(t, 8, func(_, b *Forwarder) { b.CheckSources(on) })
+			own := ipv4UDP(t, "172.16.99.8", "172.16.57.15", []byte("from A's pod"))
+			p.devA.Inject(own)
+			if got := receive(t, p.devB.Written()); !bytes.Equal(got, own) {
+				t.Fatalf("B's TUN got % x, want A's packet", got)
+			}
+			for _, src := range []string{"172.16.3.3", "10.9.9.9"} {
+				spoofed := ipv4UDP(t, src, "172.16.57.15", []byte("spoofed"))
+				// A's router routes by destination: it carries it, as a
+				// node would that forwards what its kernel hands it.
+				p.devA.Inject(spoofed)
+				if on {
+					expectNothing(t, p.devB.Written())
+				} else if got := receive(t, p.devB.Written()); !bytes.Equal(got, spoofed) {
+					t.Fatalf("check off: B's TUN got % x, want the packet from %s", got, src)
+				}
+			}
+			want := uint64(0)
+			if on {
+				want = 2
+			}
+			if got := p.fwdB.ForeignSource.Load(); got != want {
+				t.Errorf("decap-foreign-source = %d, want %d (%v)", got, want, p.fwdB.Snapshot())
+			}
+			if got := p.fwdB.Snapshot()["decap-foreign-source"]; got != want {
+				t.Errorf("snapshot decap-foreign-source = %d, want %d", got, want)
 			}
 		})
 	}
@@ -242,6 +291,7 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	tb.Set(netip.MustParsePrefix("172.16.99.0/24"), netip.MustParseAddrPort("10.0.0.1:8472"), macA)
 	dec, _ := encap.NewDecoder(1, macB)
 	f := NewForwarder(nil, nil, tb, dec, nil)
+	f.CheckSources(true) // the node's default
 	const batch = 64
 	pkt := ipv4UDP(t, "172.16.99.8", "172.16.57.15", make([]byte, 1400))
 	bufs, sizes, from := make([][]byte, batch), make([]int, batch), make([]netip.AddrPort, batch)
@@ -252,11 +302,12 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	}
 	out := make([][]byte, 0, batch)
 	to := make([]netip.AddrPort, 0, batch)
+	flows := make([]uint32, 0, batch) // flow entropy's hashes, as with a source pool
 	run := func() {
 		for i := range bufs {
 			copy(bufs[i][Headroom:], pkt)
 		}
-		out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+		out, to, flows, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], flows[:0], nil)
 		for i := range out {
 			sizes[i] = len(out[i])
 		}
@@ -301,7 +352,7 @@ func BenchmarkForwarderBatch(b *testing.B) {
 				for j := range sizes {
 					sizes[j] = len(pkt)
 				}
-				out, to = f.encapBatch(bufs, sizes, out[:0], to[:0])
+				out, to, _, _ = f.encapBatch(bufs, sizes, out[:0], to[:0], nil, nil)
 				for j := range out {
 					sizes[j] = len(out[j])
 				}
@@ -427,7 +478,7 @@ func TestBatchLooksUpEachDestination(t *testing.T) {
 		bufs[i] = append(make([]byte, Headroom), pkt...)
 		sizes[i] = len(pkt)
 	}
-	out, to := f.encapBatch(bufs, sizes, nil, nil)
+	out, to, _, _ := f.encapBatch(bufs, sizes, nil, nil, nil, nil)
 	if !slices.Equal(to, want) {
 		t.Errorf("destinations %v, want %v", to, want)
 	}

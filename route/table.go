@@ -29,7 +29,7 @@ type snapshot struct {
 	peers   map[netip.Prefix]*Peer
 	lens4   []int // prefix lengths present among IPv4 subnets, longest first
 	lens6   []int
-	senders map[netip.Addr]int // underlay address -> number of subnets behind it
+	senders map[netip.Addr][]netip.Prefix // underlay address -> the subnets behind it
 }
 
 // Table is the routing table. Lookup and KnownSender are safe for
@@ -50,7 +50,7 @@ func NewTable(vni uint32, local net.HardwareAddr) (*Table, error) {
 		return nil, fmt.Errorf("route table: %w", err)
 	}
 	t := &Table{vni: vni, local: slices.Clone(local)}
-	t.snap.Store(&snapshot{peers: map[netip.Prefix]*Peer{}, senders: map[netip.Addr]int{}})
+	t.snap.Store(&snapshot{peers: map[netip.Prefix]*Peer{}, senders: map[netip.Addr][]netip.Prefix{}})
 	return t, nil
 }
 
@@ -133,10 +133,10 @@ func (t *Table) newPeer(c Change) (*Peer, error) {
 }
 
 func build(peers map[netip.Prefix]*Peer) *snapshot {
-	s := &snapshot{peers: peers, senders: make(map[netip.Addr]int, len(peers))}
+	s := &snapshot{peers: peers, senders: make(map[netip.Addr][]netip.Prefix, len(peers))}
 	seen := map[int]bool{}
 	for pfx, p := range peers {
-		s.senders[p.Addr.Addr()]++
+		s.senders[p.Addr.Addr()] = append(s.senders[p.Addr.Addr()], pfx)
 		key := pfx.Bits()
 		if pfx.Addr().Is6() {
 			key = -key - 1
@@ -186,6 +186,13 @@ func (t *Table) PartialCsum(dst netip.Addr) bool {
 func (t *Table) KnownSender(addr netip.Addr) bool {
 	_, ok := t.snap.Load().senders[addr.Unmap()]
 	return ok
+}
+
+// SenderSubnets returns the subnets of the peer(s) at underlay address
+// addr, nil for no peer: what the inner source of a datagram from addr
+// may be. The slice must not be modified.
+func (t *Table) SenderSubnets(addr netip.Addr) []netip.Prefix {
+	return t.snap.Load().senders[addr.Unmap()]
 }
 
 // Peers returns a copy of every peer, sorted by subnet.

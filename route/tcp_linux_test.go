@@ -1,11 +1,9 @@
 package route
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -16,13 +14,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"vxrouter/internal/nettest"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netns"
 
 	"vxrouter/encap"
+	"vxrouter/internal/nettest"
 	"vxrouter/tunnel"
 )
 
@@ -149,7 +147,9 @@ func checkSegment(pkt []byte, mtu int, partial bool) string {
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, tcp, gopacket.Payload(tcp.Payload)); err != nil {
 		return err.Error()
 	}
-	if want := tcp.Checksum; got != want && !(partial && got == pseudoHeaderSum(pkt)) {
+	// 0xffff and 0 are the same sum: a checksum the kernel finished
+	// (skb_checksum_help) that comes to 0 is written 0xffff.
+	if want := tcp.Checksum; got != want && !(got == 0xffff && want == 0) && !(partial && got == pseudoHeaderSum(pkt)) {
 		return fmt.Sprintf("TCP checksum %#04x, want %#04x (seq %d, %d payload bytes)", got, want, tcp.Seq, len(tcp.Payload))
 	}
 	return ""
@@ -305,51 +305,12 @@ func testTCPThroughForwarders(t *testing.T, c tcpCase) {
 	}
 
 	// 10 MB from a to b, as one write, so the kernel may send super-packets.
-	data := make([]byte, 10<<20)
-	rng := rand.NewChaCha8([32]byte{1, 2, 3})
-	rng.Read(data)
-	var ln net.Listener
-	inNetns(t, b.ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", net.JoinHostPort(b.tunAddr.String(), "5001")); err != nil {
-			t.Fatal(err)
-		}
-	})
-	defer ln.Close()
-	got := make(chan []byte, 1)
-	go func() {
-		conn, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		b, _ := io.ReadAll(conn)
-		got <- b
-	}()
-	var conn net.Conn
-	inNetns(t, a.ns, func() {
-		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: a.tunAddr.AsSlice()}}
-		var err error
-		if conn, err = d.Dial("tcp4", net.JoinHostPort(b.tunAddr.String(), "5001")); err != nil {
-			t.Fatalf("dial through the overlay: %v (a: %v, b: %v)", err, a.fwd.Snapshot(), b.fwd.Snapshot())
-		}
-	})
-	start := time.Now()
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := conn.Write(data); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-	conn.Close()
-	recv := <-got
-	elapsed := time.Since(start)
-	if !bytes.Equal(recv, data) {
-		t.Fatalf("received %d bytes, want the %d sent, byte for byte (a: %v, b: %v)", len(recv), len(data), a.fwd.Snapshot(), b.fwd.Snapshot())
-	}
+	inA := func(fn func()) { inNetns(t, a.ns, fn) }
+	inB := func(fn func()) { inNetns(t, b.ns, fn) }
+	elapsed := tcpStream(t, "a -> b", inA, inB, a.tunAddr, b.tunAddr, 10<<20, a, b)
 	checkedA, maxBatchA, _ := a.checked()
 	t.Logf("10 MB in %s (%.2f Gbit/s); a: %v; b: %v; segments checked %d, largest TUN read %d packets",
-		elapsed.Round(time.Millisecond), float64(len(data))*8/elapsed.Seconds()/1e9, a.fwd.Snapshot(), b.fwd.Snapshot(),
+		elapsed.Round(time.Millisecond), float64(10<<20)*8/elapsed.Seconds()/1e9, a.fwd.Snapshot(), b.fwd.Snapshot(),
 		checkedA, maxBatchA)
 
 	for _, n := range []*tcpNode{a, b} {

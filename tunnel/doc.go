@@ -27,7 +27,10 @@
 //     opens one SO_REUSEPORT socket per queue, with a classic BPF
 //     program that picks the socket by the VXLAN datagram's inner flow
 //     (a peer sends every flow from one UDP port, so the kernel's own
-//     4-tuple hash would put all of a peer's traffic on one queue).
+//     4-tuple hash would put all of a peer's traffic on one queue). One
+//     socket on [::] carries IPv4 and IPv6 peers both (a dual-stack
+//     underlay); UDPOptions.Source4 and Source6 say which address it sends from in
+//     each family, with an IP_PKTINFO or IPV6_PKTINFO control message.
 //   - [ErrClosed]: how both report that they were closed.
 //
 // In-memory fakes of both, for tests of the code that drives them, live in

@@ -162,3 +162,13 @@ type ChecksumLeaver interface {
 	// concurrently with anything else; nil means none.
 	LeaveChecksums(partial func(dst netip.Addr) bool)
 }
+
+// FlowWriter is an Underlay that can send each datagram from a source
+// port picked by the hash of its inner flow (flow entropy; UDP with a
+// source pool implements it). The forwarder writes through it where it
+// can.
+type FlowWriter interface {
+	// WriteFlows is Write, with flows[i] the inner flow's hash of
+	// datagram i; len(flows) must be >= len(bufs).
+	WriteFlows(bufs [][]byte, to []netip.AddrPort, flows []uint32) (int, error)
+}

@@ -62,6 +62,21 @@ type UDPOptions struct {
 	// before it parks: more throughput under load, at some latency; 0
 	// parks at once. See waitRead.
 	Yields int
+	// SourcePool, when more than 0, has WriteFlows send from that many
+	// sockets bound to ports of SourcePorts (the zero PortRange: the
+	// host's ephemeral range), one per inner flow, instead of from the
+	// socket's own port (see srcports_linux.go). Write is unchanged.
+	SourcePool  int
+	SourcePorts PortRange
+	// Source4 and Source6, when set, are where a dual-stack socket
+	// ([::]) sends from: a datagram to an IPv4 peer leaves from Source4,
+	// to an IPv6 peer from Source6 (an IP_PKTINFO or IPV6_PKTINFO
+	// control message on each), as if from a socket bound to each.
+	// Without them the kernel picks the source by route, which on a
+	// host with several addresses (IPv6 privacy addresses) need not be
+	// the one peers know. Each must be an address of the host. Only for
+	// a dual-stack socket.
+	Source4, Source6 netip.Addr
 }
 
 // UDP is the underlay socket: one UDP socket read with recvmmsg and written
@@ -88,6 +103,10 @@ type UDP struct {
 	// (IPV6_V6ONLY off), which is what listening on [::] gives.
 	v6, dual bool
 
+	// src4 and src6 are the pktinfo control messages naming the source
+	// for each family (UDPOptions.Source4, Source6); empty when not set.
+	src4, src6 []byte
+
 	// gso is UDP_SEGMENT in use; it goes off for good when the kernel
 	// says EIO (a device on the path that cannot checksum offload).
 	gso atomic.Bool
@@ -100,6 +119,13 @@ type UDP struct {
 
 	wmu sync.Mutex
 	w   writer
+
+	// pool sends WriteFlows' datagrams, one socket per flow's hash; gw
+	// is its scratch. sharedPool: another queue's socket owns the pool
+	// (and closes it).
+	pool       []*UDP
+	sharedPool bool
+	gw         flowGroups
 
 	closeOnce sync.Once
 }
@@ -146,7 +172,10 @@ type writer struct {
 	hdrs  [MaxBatch]unix.Mmsghdr
 	iovs  [MaxBatch]unix.Iovec
 	names [MaxBatch][unix.SizeofSockaddrInet6]byte
-	ctrl  [MaxBatch][4]uint64 // a UDP_SEGMENT control message each
+	// ctrl holds each message's control messages: UDP_SEGMENT (24
+	// bytes) for a GSO send, then a pktinfo naming the source (up to 40)
+	// on a socket with Sources. uint64s keep each cmsghdr aligned.
+	ctrl  [MaxBatch][8]uint64
 	first [MaxBatch]int
 	count [MaxBatch]int
 	seg   [MaxBatch]int
@@ -213,6 +242,12 @@ func ListenUDPOptions(addr netip.AddrPort, o UDPOptions) (*UDP, error) {
 		dual:  network == "udp",
 	}
 	u.r.yields = max(o.Yields, 0)
+	if o.Source4.IsValid() || o.Source6.IsValid() {
+		if err := u.setSources(o.Source4, o.Source6); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+		}
+	}
 	raw.Control(func(fd uintptr) {
 		// getsockopt(UDP_SEGMENT) succeeds exactly where sending with it
 		// does (Linux 4.18); setting UDP_GRO where receiving so does (5.0).
@@ -226,6 +261,12 @@ func ListenUDPOptions(addr netip.AddrPort, o UDPOptions) (*UDP, error) {
 	})
 	u.r.init(u.gro)
 	u.w.init()
+	if o.SourcePool > 0 {
+		if err := u.openSourcePool(o.SourcePool, o.SourcePorts, o); err != nil {
+			u.Close()
+			return nil, err
+		}
+	}
 	return u, nil
 }
 
@@ -261,10 +302,20 @@ func ListenUDPQueues(addr netip.AddrPort, n int, o UDPOptions) (_ []*UDP, err er
 			}
 		}
 	}()
-	for range n {
-		u, err := ListenUDPOptions(addr, o)
+	for i := range n {
+		// One source pool for all the queues: the TUN device may move a
+		// flow to another queue (the kernel rethinks a TCP connection's
+		// hash after a timeout, say), and the flow must keep its port.
+		qo := o
+		if i > 0 {
+			qo.SourcePool = 0
+		}
+		u, err := ListenUDPOptions(addr, qo)
 		if err != nil {
 			return nil, err
+		}
+		if i > 0 {
+			u.pool, u.sharedPool = us[0].pool, true
 		}
 		us = append(us, u)
 		addr = netip.AddrPortFrom(addr.Addr(), u.local.Port())
@@ -640,13 +691,66 @@ func sockaddrAddrPort(sa []byte) netip.AddrPort {
 
 func (w *writer) init() {
 	w.send = w.sendmmsg
-	for i := range w.ctrl {
-		b := unsafe.Slice((*byte)(unsafe.Pointer(&w.ctrl[i][0])), unix.CmsgSpace(2))
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
-		h.Level = unix.SOL_UDP
-		h.Type = unix.UDP_SEGMENT
-		h.SetLen(unix.CmsgLen(2))
+}
+
+// setSources checks UDPOptions.Source4 and Source6 and builds their
+// control messages.
+// Each source is bound once, to port 0, by a socket that is closed again:
+// the kernel's own check that the host has the address, which sendmsg
+// would otherwise fail on for every datagram.
+func (u *UDP) setSources(src4, src6 netip.Addr) error {
+	if !u.dual {
+		return errors.New("source addresses are for a dual-stack socket ([::]); a socket bound to an address sends from it")
 	}
+	for i, a := range []netip.Addr{src4.Unmap(), src6} {
+		if !a.IsValid() {
+			continue
+		}
+		if a.IsUnspecified() || a.Zone() != "" || a.Is4() != (i == 0) || a.Is4In6() {
+			return fmt.Errorf("source address %v: want a unicast address of the host, IPv4 in Source4 and IPv6 in Source6", a)
+		}
+		probe, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		if err != nil {
+			return fmt.Errorf("source address %s is not an address of this host: %w", a, err)
+		}
+		probe.Close()
+		if a.Is4() {
+			// struct in_pktinfo: ifindex, spec_dst (the source), addr.
+			u.src4 = make([]byte, unix.CmsgSpace(unix.SizeofInet4Pktinfo))
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&u.src4[0]))
+			h.Level, h.Type = unix.SOL_IP, unix.IP_PKTINFO
+			h.SetLen(unix.CmsgLen(unix.SizeofInet4Pktinfo))
+			*(*[4]byte)(u.src4[unix.CmsgLen(0)+4:]) = a.As4()
+			continue
+		}
+		// struct in6_pktinfo: addr (the source), ifindex.
+		u.src6 = make([]byte, unix.CmsgSpace(unix.SizeofInet6Pktinfo))
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&u.src6[0]))
+		h.Level, h.Type = unix.SOL_IPV6, unix.IPV6_PKTINFO
+		h.SetLen(unix.CmsgLen(unix.SizeofInet6Pktinfo))
+		*(*[16]byte)(u.src6[unix.CmsgLen(0):]) = a.As16()
+	}
+	return nil
+}
+
+// control writes message i's control messages, for count datagrams of
+// seg bytes to dst, and returns their length (0: none).
+func (u *UDP) control(i, count, seg int, dst netip.AddrPort) int {
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&u.w.ctrl[i][0])), len(u.w.ctrl[i])*8)
+	n := 0
+	if count > 1 {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+		binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(seg))
+		n = unix.CmsgSpace(2)
+	}
+	src := u.src6
+	if dst.Addr().Unmap().Is4() {
+		src = u.src4
+	}
+	n += copy(b[n:], src)
+	return n
 }
 
 // sendmmsg runs inside RawConn.Write; false on EAGAIN waits for room.
@@ -718,10 +822,9 @@ func (u *UDP) Write(bufs [][]byte, to []netip.AddrPort) (int, error) {
 		for i := range m {
 			h := &w.hdrs[i].Hdr
 			h.SetIovlen(w.count[i])
-			if w.count[i] > 1 {
-				binary.NativeEndian.PutUint16(unsafe.Slice((*byte)(unsafe.Pointer(&w.ctrl[i][0])), unix.CmsgSpace(2))[unix.CmsgLen(0):], uint16(w.seg[i]))
+			if n := u.control(i, w.count[i], w.seg[i], to[w.first[i]]); n > 0 {
 				h.Control = (*byte)(unsafe.Pointer(&w.ctrl[i][0]))
-				h.SetControllen(unix.CmsgSpace(2))
+				h.SetControllen(n)
 			} else {
 				h.Control = nil
 				h.SetControllen(0)
@@ -806,6 +909,7 @@ func (u *UDP) Close() error {
 	var err error
 	u.closeOnce.Do(func() {
 		u.closed.Store(true)
+		u.closePool()
 		if cerr := u.conn.Close(); cerr != nil {
 			err = fmt.Errorf("close udp %s: %w", u.local, cerr)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -55,7 +56,9 @@ func runCommand() *cli.Command {
 			&cli.IntFlag{Name: "gomaxprocs", Usage: "CPUs the node's Go code may use at once (0: on a host with 2 CPUs or fewer, 1, and as many as there are queues carrying traffic while they do; else Go's default, all; the GOMAXPROCS environment variable wins)", EnvVars: []string{"VXROUTER_GOMAXPROCS"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the node to this file", Hidden: true},
 			&cli.StringFlag{Name: "admin-socket", Value: "/run/vxrouter/admin.sock", Usage: "unix socket of the admin endpoint (/healthz, /metrics, /counters, /peers); empty for none", EnvVars: []string{"VXROUTER_ADMIN_SOCKET"}},
-			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the admin endpoint on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
+			&cli.StringFlag{Name: "metrics-addr", Usage: "also serve the read-only admin endpoint (/healthz, /readyz, /metrics, /counters, /peers) on this TCP address, e.g. 127.0.0.1:9472", EnvVars: []string{"VXROUTER_METRICS_ADDR"}},
+			&cli.StringFlag{Name: "healthz-ip", Value: "0.0.0.0", Usage: "flannel's flag: with --healthz-port, the address of the TCP endpoint (--metrics-addr IP:PORT)", EnvVars: []string{"VXROUTER_HEALTHZ_IP"}},
+			&cli.IntFlag{Name: "healthz-port", Usage: "flannel's flag: serve the read-only admin endpoint (/healthz, /readyz, ...) on this TCP port of --healthz-ip (0: not)", EnvVars: []string{"VXROUTER_HEALTHZ_PORT"}},
 			&cli.StringFlag{Name: "capture", Usage: "write what the node sends to and accepts from peers to this pcap file (tshark -r FILE -d udp.port==8472,vxlan)", EnvVars: []string{"VXROUTER_CAPTURE"}},
 			&cli.Int64Flag{Name: "capture-limit", Value: node.DefaultCaptureLimit, Usage: "stop writing the capture at this many bytes", EnvVars: []string{"VXROUTER_CAPTURE_LIMIT"}},
 			&cli.DurationFlag{Name: "etcd-timeout", Value: 30 * time.Second, Usage: "how long to wait for etcd at start before giving up", EnvVars: []string{"VXROUTER_ETCD_TIMEOUT"}},
@@ -135,7 +138,9 @@ func nodeConfig(c *cli.Context) (node.Config, error) {
 		AdminSocket:  c.String("admin-socket"),
 		Capture:      c.String("capture"),
 		CaptureLimit: c.Int64("capture-limit"),
-		MetricsAddr:  c.String("metrics-addr"),
+	}
+	if cfg.MetricsAddr, err = metricsAddr(c); err != nil {
+		return cfg, err
 	}
 	etcd, err := etcdClientConfig(c)
 	if err != nil {
@@ -318,4 +323,44 @@ func gomaxprocs(flag, goDefault int, envSet bool) int {
 		return goDefault
 	}
 	return 1
+}
+
+// metricsAddr is the TCP address of the admin endpoint: --metrics-addr,
+// or flannel's --healthz-ip and --healthz-port, which say the same thing
+// (flannel serves /healthz and /readyz there). Both given must agree.
+func metricsAddr(c *cli.Context) (string, error) {
+	addr := c.String("metrics-addr")
+	if addr != "" {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return "", fmt.Errorf("--metrics-addr %q: want HOST:PORT, e.g. 127.0.0.1:9472", addr)
+		}
+	}
+	port, ip := c.Int("healthz-port"), c.String("healthz-ip")
+	if port < 0 || port > 65535 {
+		return "", fmt.Errorf("--healthz-port %d: want 1 to 65535, or 0 for none", port)
+	}
+	if _, err := netip.ParseAddr(ip); err != nil {
+		return "", fmt.Errorf("--healthz-ip %q: want an IP address, e.g. 0.0.0.0 (every address) or 127.0.0.1", ip)
+	}
+	if port == 0 {
+		if c.IsSet("healthz-ip") {
+			return "", fmt.Errorf("--healthz-ip %s does nothing without --healthz-port", ip)
+		}
+		return addr, nil
+	}
+	healthz := net.JoinHostPort(ip, strconv.Itoa(port))
+	if addr != "" && !sameAddrPort(addr, healthz) {
+		return "", fmt.Errorf("--metrics-addr %s and --healthz-ip/--healthz-port %s name two addresses for the one TCP endpoint: give one", addr, healthz)
+	}
+	return healthz, nil
+}
+
+// sameAddrPort reports whether a and b, HOST:PORT, are one address.
+func sameAddrPort(a, b string) bool {
+	pa, errA := netip.ParseAddrPort(a)
+	pb, errB := netip.ParseAddrPort(b)
+	if errA == nil && errB == nil {
+		return pa == pb
+	}
+	return a == b
 }

@@ -35,7 +35,9 @@ func newApp() *cli.App {
 			"over UDP to the node that owns the destination subnet. Nodes find each other\n" +
 			"through leases in etcd, in flannel's layout, so vxrouter nodes and flannel nodes\n" +
 			"using the kernel's vxlan driver share one overlay.",
-		Flags: []cli.Flag{logLevelFlag()},
+		// --version (-v) prints it in one line; `version` in detail.
+		Version: currentVersion().String(),
+		Flags:   []cli.Flag{logLevelFlag()},
 		Commands: []*cli.Command{
 			runCommand(),
 			demoCommand(),
@@ -43,6 +45,7 @@ func newApp() *cli.App {
 			etcdCommand(),
 			benchCommand(),
 			leaseCommand(),
+			versionCommand(),
 		},
 		EnableBashCompletion: true,
 	}

@@ -106,6 +106,8 @@ func TestBadInputFailsCleanly(t *testing.T) {
 		{name: "bad endpoint", args: []string{"--etcd-endpoints", "127.0.0.1:2379"}, want: "needs a scheme"},
 		{name: "bad log level", args: []string{"--log-level", "loud"}, want: "--log-level"},
 		{name: "negative gomaxprocs", args: []string{"--gomaxprocs", "-1"}, want: "--gomaxprocs -1"},
+		{name: "healthz and metrics disagree", args: []string{"--healthz-port", "10256", "--metrics-addr", "127.0.0.1:9472"}, want: "give one"},
+		{name: "bad healthz port", args: []string{"--healthz-port", "70000"}, want: "--healthz-port 70000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.config != "" {

@@ -41,10 +41,17 @@ type overlay struct {
 
 func newOverlay(t *testing.T, configJSON string) *overlay {
 	t.Helper()
+	return newOverlayWithin(t, configJSON, 3*time.Minute)
+}
+
+// newOverlayWithin is newOverlay for a test that runs longer than three
+// minutes (the soak): its context ends after d.
+func newOverlayWithin(t *testing.T, configJSON string, d time.Duration) *overlay {
+	t.Helper()
 	if binary == "" {
 		t.Skip("needs root: builds network namespaces, TUN devices and veth pairs")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	o := &overlay{t: t, ctx: ctx, dir: t.TempDir(), log: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 

@@ -362,6 +362,9 @@ func (s *Source) watchNodes() (<-chan struct{}, func(), error) {
 // NodeName is this node's Node.
 func (s *Source) NodeName() string { return s.name }
 
+// String names the source for the log and systemd's STATUS.
+func (s *Source) String() string { return "the Kubernetes API, Node " + s.name }
+
 // NodePublicIP is the Node's node-public-ip annotation, invalid if unset:
 // the node's own address, as --public-ip (flanneld lets it win over the
 // flag).

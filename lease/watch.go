@@ -57,8 +57,9 @@ func (r *Registry) Watch(ctx context.Context, fn func(Event)) error {
 }
 
 // WatchBatches is Watch that hands fn the events in the batches they come
-// in: the whole list at the start (and after a relist), then each watch
-// response from etcd. A caller that rebuilds state per call (the route
+// in: the whole list at the start (always, even when empty: the first call
+// says the list is known), and after a relist the difference, then each
+// watch response from etcd. A caller that rebuilds state per call (the route
 // table copies itself on every change) does it once per batch instead of
 // once per lease. fn must not keep the slice.
 func (r *Registry) WatchBatches(ctx context.Context, fn func([]Event)) error {
@@ -73,6 +74,7 @@ type watcher struct {
 	fn      func([]Event)
 	known   map[string]Lease
 	pending []Event // the batch being built
+	listed  bool    // fn has had the first list
 }
 
 // emit adds an event to the batch; flush hands the batch to fn.
@@ -133,7 +135,15 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer w.flush()
+	defer func() {
+		if !w.listed {
+			w.listed = true
+			w.fn(w.pending)
+			w.pending = w.pending[:0]
+			return
+		}
+		w.flush()
+	}()
 	now := make(map[string]Lease, len(keys))
 	for i, k := range keys {
 		now[k] = leases[i]

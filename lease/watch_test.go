@@ -202,6 +202,42 @@ func TestWatchEventLeaseFields(t *testing.T) {
 	}
 }
 
+// TestWatchBatchesFirstListEvenEmpty: the first call of fn is the whole
+// list, also when there is no lease at all (a node knows then that it
+// knows its peers: it is ready); later an empty relist says nothing.
+func TestWatchBatchesFirstListEvenEmpty(t *testing.T) {
+	r, _ := testRegistry(t)
+	ctx := testCtx(t, 10*time.Second)
+	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`)
+	batches := make(chan []Event, 10)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.WatchBatches(wctx, func(evs []Event) { batches <- slices.Clone(evs) })
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case b := <-batches:
+		if len(b) != 0 {
+			t.Fatalf("first batch %v, want the empty list", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no first batch within 5s of an empty list")
+	}
+	l := mustAcquire(t, ctx, r, cfg, nodeAttrs(1))
+	select {
+	case b := <-batches:
+		if len(b) != 1 || b[0].Type != Added || b[0].Lease.Subnet != l.Subnet {
+			t.Fatalf("second batch %v, want Added %s", b, l.Subnet)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no batch within 5s of a new lease")
+	}
+}
+
 // A watch that fell behind compaction lists again and reports only what
 // changed while it was behind.
 func TestWatchCompactionRecovery(t *testing.T) {

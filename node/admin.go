@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -19,8 +20,13 @@ import (
 // The admin endpoint answers on a unix socket (reachable from any network
 // namespace, guarded by file permissions) and, when asked, on TCP:
 //
-//	GET /healthz   "ok" while the node forwards
-//	GET /metrics   counters in Prometheus' text format
+//	GET /healthz   "ok" while the process runs (from early in Start on)
+//	GET /readyz    200 "ready" once the node holds its lease, its TUN device
+//	               is up, subnet.env is written and the first list of peers
+//	               is in its route table (when it tells systemd READY=1);
+//	               503 and what it waits for before that and while it stops
+//	GET /metrics   counters in Prometheus' text format, with the process's
+//	               goroutines, heap, resident memory and open files
 //	GET /counters  the same counters as a JSON object
 //	GET /peers     the route table as JSON
 //	POST /capture?file=F&limit=BYTES   start a pcap capture (see capture.go)
@@ -30,7 +36,8 @@ import (
 // unix socket only (created 0600); --metrics-addr serves the read-only ones.
 //
 // It is off the hot path: it reads the forwarder's atomic counters and the
-// table's snapshot, nothing more.
+// table's snapshot, nothing more. Until Start has finished, every endpoint
+// but /healthz and /readyz answers 503.
 
 // adminPeer is what /peers and the demo show of a peer.
 type adminPeer struct {
@@ -53,11 +60,18 @@ func (n *Node) adminHandler(control bool) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /counters", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if p := n.phase(); p != phaseReady {
+			http.Error(w, "not ready: "+p.String(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /counters", n.started(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Counters().Snapshot())
-	})
-	mux.HandleFunc("GET /peers", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("GET /peers", n.started(func(w http.ResponseWriter, r *http.Request) {
 		var out []adminPeer
 		direct := n.direct.Snapshot()
 		for _, p := range n.table.Peers() {
@@ -69,12 +83,12 @@ func (n *Node) adminHandler(control bool) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(out)
-	})
-	mux.HandleFunc("GET /metrics", n.serveMetrics)
+	}))
+	mux.HandleFunc("GET /metrics", n.started(n.serveMetrics))
 	if !control {
 		return mux
 	}
-	mux.HandleFunc("POST /capture", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /capture", n.started(func(w http.ResponseWriter, r *http.Request) {
 		file := r.URL.Query().Get("file")
 		if file == "" {
 			http.Error(w, "capture: say where, with ?file=/path/to.pcap (and &limit=BYTES)", http.StatusBadRequest)
@@ -94,8 +108,8 @@ func (n *Node) adminHandler(control bool) http.Handler {
 			return
 		}
 		fmt.Fprintf(w, "capturing to %s (at most %d bytes); stop with DELETE /capture\n", file, limit)
-	})
-	mux.HandleFunc("DELETE /capture", func(w http.ResponseWriter, r *http.Request) {
+	}))
+	mux.HandleFunc("DELETE /capture", n.started(func(w http.ResponseWriter, r *http.Request) {
 		file, err := n.StopCapture()
 		switch {
 		case err != nil:
@@ -105,13 +119,26 @@ func (n *Node) adminHandler(control bool) http.Handler {
 		default:
 			fmt.Fprintf(w, "stopped; read it with: tshark -r %s -d udp.port==%d,vxlan\n", file, n.overlay.Backend.Port)
 		}
-	})
+	}))
 	return mux
+}
+
+// started serves h once Start has finished (the node's fields are set),
+// and 503 before.
+func (n *Node) started(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n.phase() == phaseStarting {
+			http.Error(w, "starting: "+phaseStarting.String(), http.StatusServiceUnavailable)
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (n *Node) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	writeMetrics(w, n.Counters().Snapshot(), n.table.Len())
+	writeProcessMetrics(w)
 }
 
 // writeMetrics writes counters in Prometheus' text format: traffic as
@@ -136,66 +163,220 @@ func writeMetrics(w interface{ Write([]byte) (int, error) }, counters map[string
 	}
 }
 
-// serveAdmin serves the admin endpoint on a unix socket at path (and on
-// tcpAddr when set) until ctx ends.
-func (n *Node) serveAdmin(ctx context.Context, path, tcpAddr string) error {
+// adminServer is the node's admin endpoint while it is open: from early in
+// Start, before the node touches etcd (so a node that would take another
+// one's socket is refused having written nothing, and /healthz and
+// /readyz answer while it starts), until Run returns.
+type adminServer struct {
+	srvs []*http.Server
+	// errc gets the error of a server that stopped by itself.
+	errc chan error
+	// sock is the unix socket's path and what this node made there, so
+	// that close removes only its own socket, never one a later node made
+	// after an operator removed this one's.
+	sock   string
+	sockFI os.FileInfo
+}
+
+// openAdmin opens the admin endpoint on the unix socket path (none when
+// "") and on the TCP address tcpAddr (none when "") and serves it.
+func (n *Node) openAdmin(path, tcpAddr string) (_ *adminServer, err error) {
+	a := &adminServer{}
 	var lns []net.Listener
 	var handlers []http.Handler
-	if path != "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return fmt.Errorf("admin socket: %w", err)
-		}
-		// A socket left by a node that was killed would refuse the bind.
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("admin socket: %w", err)
-		}
-		// Born 0600 (no window with a looser umask): the socket can start
-		// captures, so only its owner may connect.
-		old := syscall.Umask(0o077)
-		ln, err := net.Listen("unix", path)
-		syscall.Umask(old)
+	defer func() {
 		if err != nil {
-			return fmt.Errorf("admin socket: %w", err)
+			for _, ln := range lns {
+				ln.Close()
+			}
+			a.removeSocket()
 		}
+	}()
+	if path != "" {
+		ln, fi, err := listenAdminSocket(path)
+		if err != nil {
+			return nil, err
+		}
+		a.sock, a.sockFI = path, fi
 		lns = append(lns, ln)
 		handlers = append(handlers, n.adminHandler(true))
 	}
 	if tcpAddr != "" {
 		ln, err := net.Listen("tcp", tcpAddr)
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("metrics address: %w", err)
+			return nil, fmt.Errorf("metrics address %s (--metrics-addr, or --healthz-ip and --healthz-port): %w", tcpAddr, err)
 		}
 		lns = append(lns, ln)
 		handlers = append(handlers, n.adminHandler(false)) // read-only over TCP
 	}
-	if len(lns) == 0 {
-		<-ctx.Done()
-		return nil
-	}
-	errc := make(chan error, len(lns))
-	var srvs []*http.Server
+	a.errc = make(chan error, len(lns))
 	for i, ln := range lns {
 		srv := &http.Server{Handler: handlers[i], ReadHeaderTimeout: 5 * time.Second}
-		srvs = append(srvs, srv)
+		a.srvs = append(a.srvs, srv)
 		n.log.Info("admin endpoint", "listen", ln.Addr().String())
-		go func() { errc <- srv.Serve(ln) }()
+		go func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				a.errc <- fmt.Errorf("%s: %w", ln.Addr(), err)
+			}
+		}()
 	}
-	<-ctx.Done()
-	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	return a, nil
+}
+
+// failed delivers the error of a server that stopped by itself.
+func (a *adminServer) failed() <-chan error { return a.errc }
+
+// close stops serving (giving requests in flight two seconds) and removes
+// the socket.
+func (a *adminServer) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, srv := range srvs {
-		srv.Shutdown(shutdown)
+	for _, srv := range a.srvs {
+		srv.Shutdown(ctx)
 	}
-	if path != "" {
-		os.Remove(path)
+	a.removeSocket()
+}
+
+// removeSocket removes the unix socket if it is still the one this node
+// made.
+func (a *adminServer) removeSocket() {
+	if a.sock == "" {
+		return
 	}
-	for range lns {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return err
+	if fi, err := os.Lstat(a.sock); err == nil && os.SameFile(fi, a.sockFI) {
+		os.Remove(a.sock)
+	}
+}
+
+// ErrAdminSocketInUse is the error of a node whose admin socket is
+// another live process's (errors.Is).
+var ErrAdminSocketInUse = errors.New("admin socket in use")
+
+// listenAdminSocket listens on the unix socket at path, born 0600. One
+// node per socket: a socket that a live process answers on is refused
+// (two nodes on one host, in two network namespaces or on two overlays,
+// each need their own --admin-socket); one that nobody answers on is what
+// a killed node left behind, and is replaced. The check and the bind are
+// one step for every vxrouter on the host (a lock on the socket's
+// directory), so two nodes starting together cannot both replace a stale
+// socket.
+func listenAdminSocket(path string) (_ *net.UnixListener, _ os.FileInfo, err error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("admin socket: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	defer unlock()
+	if err := claimSocket(path); err != nil {
+		return nil, nil, err
+	}
+	// Born 0600 (no window with a looser umask): the socket can start
+	// captures, so only its owner may connect.
+	old := syscall.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	// close removes it, and only if it is still this node's.
+	ln.SetUnlinkOnClose(false)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	return ln, fi, nil
+}
+
+// claimSocket makes path free for a new socket, or says why it is not:
+// nothing there is free; a socket nobody listens on (connection refused)
+// is stale and removed; a socket a process answers on, or a file that is
+// no socket, is refused.
+func claimSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("admin socket %s: a %s is there, not a socket; remove it or choose another --admin-socket", path, fileKind(fi.Mode()))
+	}
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	switch {
+	case err == nil:
+		c.Close()
+		who := "a process is listening there"
+		if answersHealthz(path) {
+			who = "another vxrouter node is running and answers there"
 		}
+		return fmt.Errorf("admin socket %s: %s: %w; each node on a host needs its own: stop that one, or give this one --admin-socket (VXROUTER_ADMIN_SOCKET) %s",
+			path, who, ErrAdminSocketInUse, filepath.Join(filepath.Dir(path), "OTHER.sock"))
+	case errors.Is(err, syscall.ECONNREFUSED):
+		// Left by a node that was killed: nobody will answer on it.
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("admin socket %s: remove the stale socket: %w", path, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("admin socket %s: check whether a node answers there: %w", path, err)
 	}
-	return nil
+}
+
+// answersHealthz reports whether GET /healthz on the unix socket at path
+// says "ok", as a vxrouter node does.
+func answersHealthz(path string) bool {
+	c := &http.Client{
+		Timeout: 2 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://node/healthz")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	body := make([]byte, 16)
+	k, _ := io.ReadFull(resp.Body, body)
+	return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body[:k])) == "ok"
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	case m.Type()&os.ModeSymlink != 0:
+		return "symbolic link"
+	}
+	return "file of mode " + m.Type().String()
+}
+
+// lockDir takes an exclusive lock (flock) on the directory dir, waiting
+// for up to ten seconds, and returns the unlock.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing drops the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -3,6 +3,9 @@
 //
 // A node's life, in order:
 //
+//  0. open the admin endpoint (admin.go): one node per unix socket, so a
+//     second node given a live node's socket is refused here, before it
+//     touches etcd; /healthz answers from now on, /readyz says 503;
 //  1. load its VTEP MAC from the state directory, or make one (locally
 //     administered, unicast) and keep it there, so a restart keeps it;
 //  2. read the overlay's config from etcd, and find the underlay for the
@@ -27,6 +30,11 @@
 //     each family's subnet to that family's public address and VTEP (and,
 //     with Backend.DirectRouting, a kernel route for each on-link peer),
 //     renew its own lease, and forward until told to stop.
+//
+// Once the first list of peers is in the route table the node is ready:
+// /readyz answers 200 and, under systemd (Type=notify, $NOTIFY_SOCKET),
+// it says READY=1, then a STATUS= line whenever peers join or leave, and
+// STOPPING=1 when it shuts down (lifecycle.go).
 //
 // On SIGINT or SIGTERM the node closes its TUN device (the kernel removes
 // the device and its routes with it) and its socket, and leaves its lease

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -119,6 +120,10 @@ type Node struct {
 	capt   captures
 	masq   *masq.Masq // nil without --ip-masq
 	direct *directRoutes
+
+	admin  *adminServer
+	notify *notifier
+	ph     atomic.Int32 // a phase
 }
 
 // Start brings a node up to the point where it forwards: lease acquired,
@@ -144,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("node: no state directory (--state-dir)")
 	}
-	n := &Node{cfg: cfg, log: cfg.Log}
+	n := &Node{cfg: cfg, log: cfg.Log, notify: &notifier{log: cfg.Log}}
 	if cfg.Capture != "" {
 		// Find out now, before anything is set up, that the file can be
 		// written; the capture itself starts once the node forwards.
@@ -154,6 +159,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		f.Close()
 	}
+	// The admin endpoint first: a node that would take another's socket
+	// is refused before it touches etcd.
+	if n.admin, err = n.openAdmin(cfg.AdminSocket, cfg.MetricsAddr); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			n.admin.close()
+		}
+	}()
 
 	if err := n.checkUnderlayFlags(); err != nil {
 		return nil, err
@@ -175,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.EtcdTimeout)
 	defer cancel()
+	n.notify.status("reading the overlay's config from %s", describeSource(n.reg))
 	if n.overlay, err = n.reg.Config(cctx); err != nil {
 		return nil, err
 	}
@@ -242,6 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		previous = []netip.Prefix{env.Lease(), env.IPv6Lease()}
 	}
 	attrs := n.leaseAttrs()
+	n.notify.status("acquiring a subnet lease")
 	if n.lease, err = n.reg.AcquireSubnets(cctx, n.overlay, attrs, previous, cfg.LeaseTTL); err != nil {
 		closeAll()
 		return nil, fmt.Errorf("acquire a subnet lease: %w", err)
@@ -294,6 +311,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	for _, r := range n.tunRoutes() {
 		n.log.Info("tun up", "dev", dev.Name(), "mtu", n.mtu, "addr", r.subnet.Addr(), "route", r.network, "subnet-file", cfg.SubnetFile)
 	}
+	n.notify.status("lease %s held, %s up; listing peers", n.ownSubnets(), dev.Name())
+	n.ph.Store(int32(phaseListing)) // the fields are set: the admin endpoint may read them
 	return n, nil
 }
 
@@ -311,6 +330,8 @@ func (n *Node) Counters() *route.Counters { return &n.fwd.Counters }
 
 // Run forwards, learns peers and renews the lease until ctx ends, then
 // shuts down cleanly and returns nil; or returns the error that stopped it.
+// The node is ready (/readyz, READY=1 to systemd) once the first list of
+// peers is in its route table.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.closeSource()
 	ctx, cancel := context.WithCancel(ctx)
@@ -337,7 +358,20 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	defer n.StopCapture()
 	run("forwarder", n.fwd.Run)
-	run("admin endpoint", func(ctx context.Context) error { return n.serveAdmin(ctx, n.cfg.AdminSocket, n.cfg.MetricsAddr) })
+	defer n.admin.close()
+	run("admin endpoint", func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-n.admin.failed():
+			return err
+		}
+	})
+	run("stop", func(ctx context.Context) error {
+		<-ctx.Done()
+		n.stopping()
+		return nil
+	})
 	run("watch peers", func(ctx context.Context) error { return n.reg.WatchBatches(ctx, n.peerEvents) })
 	if n.masq != nil {
 		run("ip masquerade", n.keepMasq)
@@ -353,6 +387,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.log.Info("stopped", "counters", n.fwd.Snapshot())
 	select {
 	case err := <-errc:
+		n.notify.status("stopped: %v", err)
 		return err
 	default:
 		return nil
@@ -390,10 +425,12 @@ func (n *Node) peerEvents(evs []lease.Event) {
 		changes = append(changes, c...)
 		direct = append(direct, d...)
 	}
+	what := describePeers(n.table, changes)
 	if err := n.table.Apply(changes); err != nil {
 		n.log.Warn("peers skipped", "err", err)
 	}
 	n.direct.Apply(direct)
+	n.peersApplied(what)
 	if level == slog.LevelDebug {
 		n.log.Info("peers updated", "events", len(evs), "peers", n.table.Len())
 	}

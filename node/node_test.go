@@ -97,6 +97,7 @@ func TestAdminTCPIsReadOnly(t *testing.T) {
 	}
 	dec, _ := encap.NewDecoder(1, mac)
 	n := &Node{table: tb, fwd: route.NewForwarder(nil, nil, tb, dec, nil), log: slog.New(slog.DiscardHandler)}
+	n.ph.Store(int32(phaseReady))
 	file := filepath.Join(t.TempDir(), "x.pcap")
 	for _, tc := range []struct {
 		control      bool
@@ -105,6 +106,8 @@ func TestAdminTCPIsReadOnly(t *testing.T) {
 	}{
 		{false, "GET", "/metrics", http.StatusOK},
 		{false, "GET", "/peers", http.StatusOK},
+		{false, "GET", "/healthz", http.StatusOK},
+		{false, "GET", "/readyz", http.StatusOK},
 		{false, "POST", "/capture?file=" + file, http.StatusMethodNotAllowed},
 		{false, "DELETE", "/capture", http.StatusMethodNotAllowed},
 		{true, "GET", "/metrics", http.StatusOK},

@@ -82,6 +82,17 @@ func (s *etcdSource) Config(ctx context.Context) (*lease.Config, error) {
 // Close closes the etcd client.
 func (s *etcdSource) Close() error { return s.cli.Close() }
 
+// String names the source for the log and systemd's STATUS.
+func (s *etcdSource) String() string { return "etcd at " + s.endpoints }
+
+// describeSource names a source, for a person: its String if it has one.
+func describeSource(s Source) string {
+	if d, ok := s.(fmt.Stringer); ok {
+		return d.String()
+	}
+	return fmt.Sprintf("%T", s)
+}
+
 // closeSource closes the source if the node opened it (etcd's client);
 // a Source from Config.Source is its giver's to close.
 func (n *Node) closeSource() {

@@ -16,11 +16,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// socketBuffer is the receive and send buffer asked for. A burst of
-// MaxBatch full-size datagrams takes ~200 KB, and with GSO/GRO a few 64 KB
-// super-datagrams are in flight at once; a few MiB rides out a forwarding
-// loop that is descheduled for a while without drops.
-const socketBuffer = 4 << 20
+// socketBuffer is the receive and send buffer asked for. It must ride out
+// a forwarding loop that is descheduled while a fast sender goes on: a
+// kernel-vxlan peer sends its TCP as 64 KB GSO datagrams, about 64 of
+// which fill 4 MiB, under 3 ms at 12 Gbit/s, which is one scheduler slice
+// on a busy 2-CPU host. There 4 MiB overflowed (UDP RcvbufErrors 692-731
+// in a 5 s four-stream test, 31,000-34,000 TCP retransmits, one 64 KB
+// datagram being ~44 segments); 16 MiB, ~11 ms, did not (0, and 15-414
+// retransmits). It is a ceiling, not memory taken up front.
+const socketBuffer = 16 << 20
 
 const (
 	// maxDatagram is the largest UDP payload: what one GRO message can
@@ -195,7 +199,7 @@ type writer struct {
 // addresses come back from Read as plain IPv4, not IPv4-mapped). Port 0
 // lets the kernel pick one; LocalAddr tells which.
 //
-// The socket's buffers are set to 4 MiB, with SO_RCVBUFFORCE/SO_SNDBUFFORCE
+// The socket's buffers are set to 16 MiB, with SO_RCVBUFFORCE/SO_SNDBUFFORCE
 // when the process may (CAP_NET_ADMIN), else as far as
 // net.core.rmem_max/wmem_max allow. UDP GSO and GRO are used where the
 // kernel has them (Offloads tells).

@@ -3,6 +3,7 @@ package bench
 import (
 	"strings"
 	"testing"
+
 	"vxrouter/internal/nettest"
 	"vxrouter/internal/testbin"
 	"vxrouter/lab"

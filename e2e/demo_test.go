@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+
 	"vxrouter/internal/nettest"
 	"vxrouter/lab"
 )

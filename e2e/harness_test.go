@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-	"vxrouter/internal/nettest"
-	"vxrouter/internal/testbin"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"vxrouter/internal/nettest"
+	"vxrouter/internal/testbin"
 	"vxrouter/lab"
 	"vxrouter/lease"
 )

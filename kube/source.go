@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"vxrouter/internal/retry"
 	"vxrouter/lease"
 )
 
@@ -224,7 +225,7 @@ func (s *Source) nodeName(ctx context.Context, o Options) (string, error) {
 func (s *Source) firstContact(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		_, err := s.client.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
 		if err == nil {
@@ -237,7 +238,7 @@ func (s *Source) firstContact(ctx context.Context) error {
 			return fmt.Errorf("API server %s did not answer within %s: %w (check --kube-api-url or the kubeconfig, and that the API server is up)", s.host, s.timeout, err)
 		}
 		s.log.Warn("API server not reachable yet", "server", s.host, "err", err)
-		if !sleep(ctx, bo.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return fmt.Errorf("API server %s did not answer within %s: %w", s.host, s.timeout, err)
 		}
 	}
@@ -477,7 +478,7 @@ func (s *Source) annotate(ctx context.Context, n *corev1.Node, attrs lease.Attrs
 // patchStatus sends a strategic merge patch to the Node's status
 // subresource, retrying what may pass later.
 func (s *Source) patchStatus(ctx context.Context, what string, patch []byte) error {
-	bo := backoff{min: 200 * time.Millisecond, max: 5 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		_, err := s.client.CoreV1().Nodes().Patch(ctx, s.name, types.StrategicMergePatchType, patch, metav1.PatchOptions{FieldManager: "vxrouter"}, "status")
 		if err == nil {
@@ -487,7 +488,7 @@ func (s *Source) patchStatus(ctx context.Context, what string, patch []byte) err
 			return fmt.Errorf("%s: %w", what, s.nodeErr(err))
 		}
 		s.log.Warn("patching the Node failed; trying again", "what", what, "err", err)
-		if !sleep(ctx, bo.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return fmt.Errorf("%s Node %q at %s: %w (last error: %v)", what, s.name, s.host, ctx.Err(), err)
 		}
 	}
@@ -590,7 +591,7 @@ func (s *Source) KeepAlive(ctx context.Context, cfg *lease.Config, l *lease.Leas
 	}
 	defer done()
 	cur := *l
-	bo := backoff{min: time.Second, max: time.Minute}
+	bo := retry.Backoff{Min: time.Second, Max: time.Minute}
 	for {
 		select {
 		case <-ctx.Done():
@@ -641,13 +642,13 @@ func (s *Source) KeepAlive(ctx context.Context, cfg *lease.Config, l *lease.Leas
 			}
 		}
 		if !changed {
-			bo.reset()
+			bo.Reset()
 			continue
 		}
 		// Someone else wrote them (or removed them): write ours again,
 		// but not in a tight loop against another writer.
 		s.log.Warn("the Node's annotations changed under us; writing them again")
-		if !sleep(ctx, bo.next()) {
+		if !retry.Sleep(ctx, bo.Next()) {
 			return ctx.Err()
 		}
 		if err := s.annotate(ctx, n, cur.Attrs); err != nil {
@@ -690,30 +691,4 @@ func (s *Source) Close() error {
 		s.factory.Shutdown()
 	}
 	return nil
-}
-
-// backoff doubles a wait from min to max.
-type backoff struct{ min, max, cur time.Duration }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits d or until ctx ends, and says whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vxrouter/internal/retry"
 )
 
 // lostError says our key or its etcd lease is gone or belongs to someone
@@ -46,7 +47,7 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 		// A first guess until etcd tells the granted TTL.
 		ttl = max(time.Until(cur.Expiration), time.Second)
 	}
-	bo := backoff{min: 200 * time.Millisecond, max: 30 * time.Second}
+	bo := retry.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		err := r.hold(ctx, &cur, &ttl, &bo, changed)
 		if ctx.Err() != nil {
@@ -56,7 +57,7 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 		if !errors.As(err, &le) {
 			// The watch broke; hold checks the key again before watching.
 			r.log.Warn("lease watch interrupted; checking the key again", "key", r.LeaseKey(&cur), "err", err)
-			if !sleep(ctx, bo.next()) {
+			if !retry.Sleep(ctx, bo.Next()) {
 				return ctx.Err()
 			}
 			continue
@@ -73,11 +74,11 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 				return ctx.Err()
 			}
 			r.log.Error("acquire subnet again", "err", err)
-			if !sleep(ctx, bo.next()) {
+			if !retry.Sleep(ctx, bo.Next()) {
 				return ctx.Err()
 			}
 		}
-		bo.reset()
+		bo.Reset()
 		if old != cur.LeaseID {
 			r.revokeIfEmpty(ctx, old)
 		}
@@ -88,7 +89,7 @@ func (r *Registry) KeepAlive(ctx context.Context, cfg *Config, l *Lease, onChang
 // hold checks that the key is still ours, then renews and watches it until
 // something changes. It returns a *lostError when the subnet is gone, and
 // other errors when the watch broke.
-func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo *backoff, changed func()) error {
+func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo *retry.Backoff, changed func()) error {
 	key := r.LeaseKey(cur)
 	rev, err := r.check(ctx, key, cur, ttl, bo, changed)
 	if err != nil {
@@ -101,7 +102,7 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 	var renew <-chan time.Time // nil for a reservation: nothing to renew
 	var timer *time.Timer
 	if cur.LeaseID != 0 {
-		timer = time.NewTimer(jitter(*ttl / 3))
+		timer = time.NewTimer(retry.Jitter(*ttl / 3))
 		defer timer.Stop()
 		renew = timer.C
 	}
@@ -125,17 +126,17 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 				// Retry well within the lease; jitter the cap too, or
 				// nodes that lost etcd together retry in step once
 				// their backoff reaches it.
-				d := bo.next()
+				d := bo.Next()
 				if limit := max(*ttl/6, 200*time.Millisecond); d > limit {
-					d = jitter(limit)
+					d = retry.Jitter(limit)
 				}
 				r.log.Warn("renew lease failed; retrying", "key", key, "in", d, "err", err)
 				timer.Reset(d)
 			default:
-				bo.reset()
+				bo.Reset()
 				cur.Expiration = time.Now().Add(time.Duration(resp.TTL) * time.Second)
 				r.log.Debug("renewed lease", "key", key, "expires", cur.Expiration)
-				timer.Reset(jitter(*ttl / 3))
+				timer.Reset(retry.Jitter(*ttl / 3))
 			}
 		case wresp, ok := <-wch:
 			if !ok {
@@ -164,7 +165,7 @@ func (r *Registry) hold(ctx context.Context, cur *Lease, ttl *time.Duration, bo 
 
 // check reads the key and its etcd lease, retrying errors with backoff,
 // and returns the revision to watch after.
-func (r *Registry) check(ctx context.Context, key string, cur *Lease, ttl *time.Duration, bo *backoff, changed func()) (int64, error) {
+func (r *Registry) check(ctx context.Context, key string, cur *Lease, ttl *time.Duration, bo *retry.Backoff, changed func()) (int64, error) {
 	for {
 		rev, err := r.checkOnce(ctx, key, cur, ttl, changed)
 		var le *lostError
@@ -174,9 +175,9 @@ func (r *Registry) check(ctx context.Context, key string, cur *Lease, ttl *time.
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		d := bo.next()
+		d := bo.Next()
 		r.log.Warn("check lease failed; retrying", "key", key, "in", d, "err", err)
-		if !sleep(ctx, d) {
+		if !retry.Sleep(ctx, d) {
 			return 0, ctx.Err()
 		}
 	}
@@ -236,41 +237,4 @@ func (r *Registry) stillOurs(value []byte, leaseID int64, cur *Lease, changed fu
 		r.log.Warn("our key's value was changed by someone else; peers see theirs", "key", cur.KeyName(), "value", string(value))
 	}
 	return nil
-}
-
-// backoff is exponential backoff with jitter.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return jitter(b.cur)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// jitter spreads d by ±20% so nodes that failed together do not retry
-// together.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
-}
-
-// sleep waits d or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"vxrouter/internal/retry"
 )
 
 // EventType says whether a lease appeared (or changed) or went away.
@@ -89,7 +91,7 @@ func (w *watcher) flush() {
 
 // run watches from revision next, or lists first when next is 0.
 func (w *watcher) run(ctx context.Context, next int64) error {
-	bo := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		if next == 0 {
 			rev, err := w.resync(ctx)
@@ -97,9 +99,9 @@ func (w *watcher) run(ctx context.Context, next int64) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				d := bo.next()
+				d := bo.Next()
 				w.r.log.Warn("list leases failed; retrying", "in", d, "err", err)
-				if !sleep(ctx, d) {
+				if !retry.Sleep(ctx, d) {
 					return ctx.Err()
 				}
 				continue
@@ -113,16 +115,16 @@ func (w *watcher) run(ctx context.Context, next int64) error {
 			return ctx.Err()
 		}
 		if progressed {
-			bo.reset()
+			bo.Reset()
 		}
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			w.r.log.Warn("lease watch fell behind etcd compaction; listing again", "err", err)
 			next = 0
 			continue
 		}
-		d := bo.next()
+		d := bo.Next()
 		w.r.log.Warn("lease watch failed; resuming", "revision", next, "in", d, "err", err)
-		if !sleep(ctx, d) {
+		if !retry.Sleep(ctx, d) {
 			return ctx.Err()
 		}
 	}

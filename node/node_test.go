@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
 	"vxrouter/encap"
 	"vxrouter/route"
 )

@@ -32,7 +32,7 @@ type snapshot struct {
 	senders map[netip.Addr][]netip.Prefix // underlay address -> the subnets behind it
 }
 
-// Table is the routing table. Lookup and KnownSender are safe for
+// Table is the routing table. Lookup and SenderSubnets are safe for
 // concurrent use with each other and with Set and Delete.
 type Table struct {
 	vni   uint32
@@ -180,12 +180,6 @@ func (t *Table) Lookup(dst netip.Addr) *Peer {
 func (t *Table) PartialCsum(dst netip.Addr) bool {
 	p := t.Lookup(dst)
 	return p != nil && p.PartialCsum
-}
-
-// KnownSender reports whether addr is the underlay address of some peer.
-func (t *Table) KnownSender(addr netip.Addr) bool {
-	_, ok := t.snap.Load().senders[addr.Unmap()]
-	return ok
 }
 
 // SenderSubnets returns the subnets of the peer(s) at underlay address

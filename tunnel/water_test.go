@@ -11,12 +11,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"vxrouter/internal/nettest"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"vxrouter/internal/nettest"
 )
 
 // newNetns creates a namespace of the test's own (see nettest.AddNetns).
